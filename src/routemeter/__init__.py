@@ -1,0 +1,82 @@
+"""OpenTelemetry-native metrics for LLM routers, gateways and proxies.
+
+``setup()`` once, ``@route("label")`` on the handler that routes, ``current()`` inside it to
+record the decision, the upstream attempts and their usage; ``instrument_app(app)`` for HTTP
+metrics and a mounted /metrics.
+
+Importing routemeter loads the OTel API only: the SDK and exporters load in ``setup()``, so a
+library that just decorates its handlers stays cheap (and a no-op) until an application sets up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from routemeter._config import Config, ConfigError
+from routemeter._events import cache_entries, cache_evicted, cooldown, ratelimit_remaining
+from routemeter._record import Attempt, Decision, Request, current
+from routemeter._route import route
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import MetricReader
+
+    from routemeter._asgi import ASGIApp
+    from routemeter._setup import Handle
+
+__all__ = [
+    "Attempt",
+    "Config",
+    "ConfigError",
+    "Decision",
+    "Handle",
+    "Request",
+    "cache_entries",
+    "cache_evicted",
+    "cooldown",
+    "current",
+    "instrument_app",
+    "ratelimit_remaining",
+    "route",
+    "setup",
+    "shutdown",
+]
+
+
+def setup(
+    *,
+    readers: Sequence[MetricReader] = (),
+    meter_provider: MeterProvider | None = None,
+    set_global: bool = True,
+    **settings: Any,
+) -> Handle:
+    """Configure metrics from ``OTEL_*``/``ROUTEMETER_*`` variables; keyword arguments win.
+
+    Idempotent: a second call returns the first handle. See docs/configuration.md.
+    """
+    from routemeter._setup import setup as _setup
+
+    return _setup(readers=readers, meter_provider=meter_provider, set_global=set_global, **settings)
+
+
+def shutdown(timeout_s: float = 5.0) -> None:
+    """Flush every reader and stop the /metrics server; safe to call twice."""
+    from routemeter._setup import shutdown as _shutdown
+
+    _shutdown(timeout_s)
+
+
+def instrument_app(app: ASGIApp, *, metrics_path: str | None = None) -> ASGIApp:
+    """HTTP server metrics, ``GET /metrics`` and a flush at lifespan shutdown for an ASGI app."""
+    from routemeter._asgi import instrument_app as _instrument_app
+
+    return _instrument_app(app, metrics_path=metrics_path)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Handle":
+        from routemeter._setup import Handle
+
+        return Handle
+    raise AttributeError(f"module 'routemeter' has no attribute {name!r}")

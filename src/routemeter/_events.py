@@ -1,0 +1,56 @@
+"""Router events outside any one request: cooldowns, cache size and evictions, rate-limit
+headroom. Each records at once; like everything else here, none of them can raise."""
+
+from __future__ import annotations
+
+from routemeter import _state
+from routemeter._errors import report
+
+
+def cooldown(provider: str, model: str, error_type: str | None = None) -> None:
+    """A provider/model was taken out of rotation (``llm.router.cooldowns``)."""
+    recorder = _state.recorder
+    if recorder is not None:
+        try:
+            recorder.cooldown(provider, model, error_type)
+        except Exception as e:
+            report("cooldown", e)
+
+
+def cache_evicted(name: str, count: int = 1) -> None:
+    """``count`` entries left the cache ``name`` (``llm.router.cache.evictions``)."""
+    recorder = _state.recorder
+    if recorder is not None and type(count) is int and count > 0:
+        try:
+            recorder.cache_evicted(name, count)
+        except Exception as e:
+            report("cache eviction", e)
+
+
+def cache_entries(name: str, delta: int) -> None:
+    """The cache ``name`` grew (positive) or shrank (negative) by ``delta`` entries."""
+    recorder = _state.recorder
+    if recorder is not None and type(delta) is int and delta:
+        try:
+            recorder.cache_entries(name, delta)
+        except Exception as e:
+            report("cache size", e)
+
+
+def ratelimit_remaining(
+    provider: str,
+    model: str,
+    *,
+    requests: float | None = None,
+    tokens: float | None = None,
+) -> None:
+    """Upstream headroom last reported by ``provider`` for ``model``."""
+    recorder = _state.recorder
+    if recorder is None:
+        return
+    try:
+        for kind, value in (("requests", requests), ("tokens", tokens)):
+            if type(value) in (int, float) and value == value and value >= 0:  # type: ignore[operator]
+                recorder.ratelimit_remaining(provider, model, kind, float(value))  # type: ignore[arg-type]
+    except Exception as e:
+        report("rate-limit headroom", e)

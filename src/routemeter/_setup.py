@@ -1,0 +1,194 @@
+"""``setup()`` / ``shutdown()``: the only code that builds SDK objects.
+
+Setup is explicit, idempotent and reversible: it returns a handle, a second call returns the same
+handle, and ``shutdown()`` flushes every reader and stops the /metrics server.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from typing import Any
+
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+
+from routemeter import _readers, _state
+from routemeter._bounds import Bounded
+from routemeter._config import Config, ConfigError, load
+from routemeter._instruments import DURATION_BUCKETS
+from routemeter._pricing import Prices, known_model_ids, load_prices_file
+from routemeter._recorder import Bounds, Recorder
+
+_log = logging.getLogger("routemeter")
+_lock = threading.Lock()
+_owned: weakref.WeakSet[MeterProvider] = weakref.WeakSet()
+
+HTTP_DURATION_VIEW_NAME = "http.server.request.duration"
+
+
+@dataclass
+class Handle:
+    """What ``setup()`` built; ``shutdown()`` undoes it."""
+
+    config: Config
+    meter_provider: MeterProvider | None = None
+    recorder: Recorder | None = None
+    prometheus: _readers.PrometheusEndpoint | None = None
+    owns_provider: bool = False
+    readers: list[MetricReader] = field(default_factory=list)
+    _closed: bool = False
+
+    @property
+    def metrics_url(self) -> str | None:
+        """URL of the standalone /metrics server, when one runs."""
+        address = self.prometheus.address if self.prometheus else None
+        if address is None:
+            return None
+        host, port = address
+        return f"http://{host}:{port}/metrics"
+
+    def force_flush(self, timeout_s: float = 5.0) -> bool:
+        if self.meter_provider is None or not self.owns_provider:
+            return True
+        return bool(self.meter_provider.force_flush(timeout_millis=timeout_s * 1000))
+
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if _state.recorder is self.recorder:
+            _state.recorder = None
+        if self.prometheus is not None:
+            self.prometheus.stop()
+        if self.meter_provider is not None and self.owns_provider:
+            try:
+                self.meter_provider.shutdown(timeout_millis=timeout_s * 1000)
+            except Exception:  # a reader failing to flush must not fail the app's exit
+                _log.warning("routemeter: meter provider shutdown failed", exc_info=True)
+
+
+_handle: Handle | None = None
+
+
+def current_handle() -> Handle | None:
+    return _handle
+
+
+def _bounds(config: Config) -> Bounds:
+    ids: frozenset[str] | None = None
+
+    def priced(name: str) -> bool:
+        nonlocal ids
+        if ids is None:
+            ids = known_model_ids()
+        return name in ids
+
+    return Bounds(
+        providers=Bounded("gen_ai.provider.name", config.providers, config.max_providers),
+        models=Bounded("gen_ai.request.model", config.models, config.max_models, priced),
+        requested_models=Bounded(
+            "gen_ai.request.model (client)", config.models, config.max_models, priced
+        ),
+    )
+
+
+def _prices(config: Config) -> Prices:
+    if not config.prices_file:
+        return Prices()
+    try:
+        return Prices(load_prices_file(config.prices_file))
+    except (OSError, ValueError) as e:
+        raise ConfigError(
+            f"ROUTEMETER_PRICES_FILE={config.prices_file!r} cannot be used: {e};"
+            " allowed: a JSON or TOML file with a 'models' list of"
+            " {model, provider?, input_mtok, output_mtok, cache_read_mtok?, cache_write_mtok?}"
+        ) from None
+
+
+def _sdk_provider_in_use() -> MeterProvider | None:
+    provider = metrics.get_meter_provider()
+    if isinstance(provider, MeterProvider) and provider not in _owned:
+        return provider
+    return None
+
+
+def setup(
+    *,
+    readers: Sequence[MetricReader] = (),
+    meter_provider: MeterProvider | None = None,
+    set_global: bool = True,
+    **settings: Any,
+) -> Handle:
+    """Configure metrics from ``OTEL_*``/``ROUTEMETER_*`` variables; keyword arguments win.
+
+    ``readers`` adds readers of your own (an ``InMemoryMetricReader`` in tests). When the
+    application already installed an SDK ``MeterProvider`` (or passes ``meter_provider``),
+    routemeter records into it and builds no readers of its own.
+    """
+    global _handle
+    with _lock:
+        if _handle is not None and not _handle._closed:
+            if settings or readers or meter_provider is not None:
+                _log.warning("routemeter: setup() already ran; call shutdown() to reconfigure")
+            return _handle
+        config = load(**settings)
+        if config.disabled:
+            _handle = Handle(config)
+            return _handle
+        prices = _prices(config)
+        bounds = _bounds(config)
+
+        provider = meter_provider or _sdk_provider_in_use()
+        if provider is not None:
+            if readers:
+                raise ConfigError(
+                    "setup(readers=...) cannot add readers to a MeterProvider the application"
+                    " built; add them to that provider instead"
+                )
+            handle = Handle(config, provider)
+        else:
+            built, endpoint = _readers.build(config)
+            all_readers = [*built, *readers]
+            resource = (
+                Resource.create({SERVICE_NAME: config.service_name})
+                if config.service_name
+                else Resource.create()
+            )
+            provider = MeterProvider(
+                metric_readers=all_readers,
+                resource=resource,
+                views=[
+                    View(
+                        instrument_name=HTTP_DURATION_VIEW_NAME,
+                        aggregation=ExplicitBucketHistogramAggregation(DURATION_BUCKETS),
+                    )
+                ],
+                shutdown_on_exit=True,
+            )
+            _owned.add(provider)
+            if set_global and not isinstance(metrics.get_meter_provider(), MeterProvider):
+                metrics.set_meter_provider(provider)
+            handle = Handle(config, provider, None, endpoint, True, all_readers)
+
+        meter = provider.get_meter("routemeter", version("routemeter"))
+        handle.recorder = Recorder(meter, bounds, prices)
+        _state.recorder = handle.recorder
+        _handle = handle
+        return handle
+
+
+def shutdown(timeout_s: float = 5.0) -> None:
+    """Flush every reader and stop the /metrics server; safe to call twice."""
+    global _handle
+    with _lock:
+        handle, _handle = _handle, None
+    if handle is not None:
+        handle.shutdown(timeout_s)

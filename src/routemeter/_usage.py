@@ -1,0 +1,126 @@
+"""Token usage from the response shapes routers actually see, objects or dicts alike.
+
+Normalised to OpenAI's meaning (semconv's too): ``input`` counts every input token, cached ones
+included, so Anthropic's ``input_tokens`` (which excludes cache reads and writes) is added up.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any, Final, NamedTuple
+
+_MAX_TOKENS: Final = 1 << 53
+
+
+class Usage(NamedTuple):
+    input: int | None = None
+    output: int | None = None
+    cache_read: int | None = None
+    cache_creation: int | None = None
+    reasoning: int | None = None
+
+
+EMPTY: Final = Usage()
+
+
+def _get(obj: Any, key: str) -> Any:
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    return getattr(obj, key, None)
+
+
+def tokens(value: Any) -> int | None:
+    """A token count, or None for anything that is not a sane non-negative number."""
+    if type(value) is int:
+        return value if 0 <= value < _MAX_TOKENS else None
+    if type(value) is float and math.isfinite(value) and 0 <= value < _MAX_TOKENS:
+        return int(value)
+    return None
+
+
+def _plus(*values: int | None) -> int | None:
+    present = [v for v in values if v is not None]
+    return sum(present) if present else None
+
+
+def from_usage_block(u: Any) -> Usage:
+    """Read one provider ``usage`` block (OpenAI chat/responses, Anthropic, Gemini, Bedrock)."""
+    if u is None:
+        return EMPTY
+    prompt = tokens(_get(u, "prompt_tokens"))
+    if prompt is not None or _get(u, "completion_tokens") is not None:  # OpenAI chat
+        return Usage(
+            prompt,
+            tokens(_get(u, "completion_tokens")),
+            tokens(_get(_get(u, "prompt_tokens_details"), "cached_tokens")),
+            None,
+            tokens(_get(_get(u, "completion_tokens_details"), "reasoning_tokens")),
+        )
+    cache_read = tokens(_get(u, "cache_read_input_tokens"))
+    cache_write = tokens(_get(u, "cache_creation_input_tokens"))
+    if cache_read is not None or cache_write is not None:  # Anthropic: input excludes cache
+        return Usage(
+            _plus(tokens(_get(u, "input_tokens")), cache_read, cache_write),
+            tokens(_get(u, "output_tokens")),
+            cache_read,
+            cache_write,
+            None,
+        )
+    if _get(u, "input_tokens") is not None or _get(u, "output_tokens") is not None:
+        return Usage(  # OpenAI Responses API, or Anthropic without cache fields
+            tokens(_get(u, "input_tokens")),
+            tokens(_get(u, "output_tokens")),
+            tokens(_get(_get(u, "input_tokens_details"), "cached_tokens")),
+            None,
+            tokens(_get(_get(u, "output_tokens_details"), "reasoning_tokens")),
+        )
+    if _get(u, "promptTokenCount") is not None or _get(u, "candidatesTokenCount") is not None:
+        return Usage(  # Gemini usageMetadata
+            tokens(_get(u, "promptTokenCount")),
+            tokens(_get(u, "candidatesTokenCount")),
+            tokens(_get(u, "cachedContentTokenCount")),
+            None,
+            tokens(_get(u, "thoughtsTokenCount")),
+        )
+    if _get(u, "inputTokens") is not None or _get(u, "outputTokens") is not None:
+        return Usage(  # Bedrock Converse
+            tokens(_get(u, "inputTokens")),
+            tokens(_get(u, "outputTokens")),
+            tokens(_get(u, "cacheReadInputTokens")),
+            tokens(_get(u, "cacheWriteInputTokens")),
+            None,
+        )
+    return EMPTY
+
+
+def extract(response: Any) -> Usage:
+    """Usage carried by a response or a streaming event; ``EMPTY`` when it carries none."""
+    if response is None or isinstance(response, (str, bytes, int, float)):
+        return EMPTY
+    block = _get(response, "usage")
+    if block is None:
+        message = _get(response, "message")  # Anthropic message_start event
+        block = _get(message, "usage") if message is not None else None
+    if block is None:
+        block = _get(response, "usageMetadata") or _get(response, "usage_metadata")
+    return from_usage_block(block) if block is not None else EMPTY
+
+
+def merge(old: Usage, new: Usage) -> Usage:
+    """Later reports win field by field: streaming events carry running totals."""
+    if new is EMPTY:
+        return old
+    return Usage(*(n if n is not None else o for o, n in zip(old, new, strict=True)))
+
+
+def response_model(response: Any) -> str | None:
+    """The model a response says served it (``model``, or Anthropic's ``message.model``)."""
+    if response is None or isinstance(response, (str, bytes, int, float)):
+        return None
+    model = _get(response, "model")
+    if model is None:
+        model = _get(_get(response, "message"), "model") or _get(response, "modelVersion")
+    return model if isinstance(model, str) else None
