@@ -130,7 +130,9 @@ def test_receiver_restarts_on_same_ports(receiver: OTLPReceiver, transport: str)
     provider.get_meter("selftest").create_counter("selftest.restarts").add(1)
     data = reader.get_metrics_data()
     assert data is not None
-    exporter = _exporter(transport, receiver, timeout=1.0)
+    # 2 s lets the exporter retry once: after an outage the gRPC exporter's first attempt fails
+    # fast on a channel still in reconnect backoff, and only its retry uses a fresh channel.
+    exporter = _exporter(transport, receiver, timeout=2.0)
     ports = (receiver.grpc_port, receiver.http_port)
     try:
         assert exporter.export(data) is MetricExportResult.SUCCESS

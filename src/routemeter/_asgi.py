@@ -49,10 +49,14 @@ def instrument_app(app: ASGIApp, *, metrics_path: str | None = None) -> ASGIApp:
 
     async def routemeter_app(scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "http" and exposition is not None and scope["path"] == path:
-            if scope["method"] in ("GET", "HEAD"):
-                await exposition(scope, receive, send)
-                return
+        if (
+            kind == "http"
+            and exposition is not None
+            and scope["path"] == path
+            and scope["method"] in ("GET", "HEAD")
+        ):
+            await exposition(scope, receive, send)
+            return
         if kind == "lifespan":
             await app(scope, receive, _flush_before_shutdown_complete(send))
             return

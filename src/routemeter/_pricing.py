@@ -84,7 +84,8 @@ def rates_from_prices(prices: Mapping[str, Any]) -> Rates | None:
 
 
 def load_prices_file(path: str) -> dict[tuple[str | None, str], Rates]:
-    """Read a JSON or TOML prices file: ``{"models": [{"model", "provider"?, "input_mtok", ...}]}``."""
+    """Read a JSON or TOML prices file: a ``models`` list of ``{model, provider?, input_mtok,
+    output_mtok, cache_read_mtok?, cache_write_mtok?}`` (USD per million tokens)."""
     raw = Path(path).read_bytes()
     data = tomllib.loads(raw.decode()) if path.endswith(".toml") else json.loads(raw)
     entries = data.get("models") if isinstance(data, dict) else None

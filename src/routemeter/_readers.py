@@ -22,7 +22,7 @@ from opentelemetry.sdk.metrics import (
     ObservableUpDownCounter,
     UpDownCounter,
 )
-from opentelemetry.sdk.metrics import _Gauge as Gauge  # the SDK exports its sync gauge so
+from opentelemetry.sdk.metrics import _Gauge as Gauge  # exported so, in __all__
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     ConsoleMetricExporter,
@@ -40,9 +40,8 @@ ENTRY_POINT_GROUP = "opentelemetry_metrics_exporter"
 
 def cardinality_limits(config: Config) -> dict[type, int]:
     limit = config.cardinality_limit
-    return {
-        t: limit
-        for t in (
+    return dict.fromkeys(
+        (
             Counter,
             UpDownCounter,
             Histogram,
@@ -50,8 +49,9 @@ def cardinality_limits(config: Config) -> dict[type, int]:
             ObservableCounter,
             ObservableUpDownCounter,
             ObservableGauge,
-        )
-    }
+        ),
+        limit,
+    )
 
 
 def temporality(preference: str) -> dict[type, AggregationTemporality]:
@@ -144,7 +144,10 @@ def otlp_exporter(config: Config) -> MetricExporter:
         "preferred_temporality": temporality(config.temporality),
     }
     if config.otlp_protocol == "grpc":
-        from grpc import Compression, ssl_channel_credentials
+        from grpc import (  # type: ignore[import-untyped]  # grpcio ships no stubs
+            Compression,
+            ssl_channel_credentials,
+        )
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
             OTLPMetricExporter as GrpcExporter,
         )

@@ -17,7 +17,7 @@ from routemeter import _usage
 from routemeter._errors import report
 
 if TYPE_CHECKING:
-    from routemeter._recorder import Recorder
+    pass
 
 MAX_CHUNK_MARKS: Final = 100_000
 

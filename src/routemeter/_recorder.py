@@ -93,7 +93,7 @@ class Recorder:
         except Exception as e:
             report("commit", e)
 
-    def _commit(self, rec: Request) -> None:  # noqa: C901, PLR0912, PLR0915 - one linear pass
+    def _commit(self, rec: Request) -> None:
         end = rec.end if rec.end is not None else perf_counter()
         b = self.bounds
         route = rec.route_attrs
@@ -196,7 +196,8 @@ class Recorder:
             self._server_duration.record(max(end - rec.start, 0.0), server)
         else:
             error = b.errors(error_type)
-            self._server_duration.record(max(end - rec.start, 0.0), {**server, sc.ERROR_TYPE: error})
+            failed = {**server, sc.ERROR_TYPE: error}
+            self._server_duration.record(max(end - rec.start, 0.0), failed)
 
         if rec.first_token is not None:
             self._ttft.record(max(rec.first_token - rec.start, 0.0), server)
@@ -225,7 +226,10 @@ class Recorder:
 
     def cooldown(self, provider: str, model: str, error_type: str | None) -> None:
         b = self.bounds
-        attrs = {sc.GEN_AI_PROVIDER_NAME: b.providers(provider), sc.GEN_AI_REQUEST_MODEL: b.models(model)}
+        attrs = {
+            sc.GEN_AI_PROVIDER_NAME: b.providers(provider),
+            sc.GEN_AI_REQUEST_MODEL: b.models(model),
+        }
         if error_type:
             attrs[sc.ERROR_TYPE] = b.errors(error_type)
         self._cooldowns.add(1, attrs)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from time import perf_counter
 from collections.abc import AsyncIterator, Callable, Iterator
+from time import perf_counter
 from typing import Any, Final, TypeVar, cast
 
 from routemeter import _semconv as sc

@@ -146,13 +146,13 @@ def setup(
         prices = _prices(config)
         bounds = _bounds(config)
 
-        provider = meter_provider or _sdk_provider_in_use()
+        if meter_provider is not None and readers:
+            raise ConfigError(
+                "setup(readers=...) cannot add readers to a MeterProvider the application"
+                " built; add them to that provider instead"
+            )
+        provider = meter_provider or (None if readers else _sdk_provider_in_use())
         if provider is not None:
-            if readers:
-                raise ConfigError(
-                    "setup(readers=...) cannot add readers to a MeterProvider the application"
-                    " built; add them to that provider instead"
-                )
             handle = Handle(config, provider)
         else:
             built, endpoint = _readers.build(config)

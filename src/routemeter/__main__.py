@@ -1,0 +1,3 @@
+from routemeter._cli import main
+
+raise SystemExit(main())
