@@ -1,0 +1,88 @@
+"""@route on coroutines: context follows awaits, concurrent requests keep separate records."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import routemeter
+from routemeter.testing import Capture
+
+DURATION = "gen_ai.server.request.duration"
+
+
+async def test_coroutine_records_one_request(metrics: Capture):
+    """An awaited handler records one request with the model the client asked for."""
+
+    @routemeter.route("background")
+    async def handle(model: str) -> str:
+        await asyncio.sleep(0)
+        routemeter.current().requested(model)
+        return "ok"
+
+    assert await handle("claude-3-5-haiku") == "ok"
+    assert metrics.count(DURATION, {"gen_ai.request.model": "claude-3-5-haiku"}) == 1
+
+
+async def test_concurrent_requests_do_not_share_records(metrics: Capture):
+    """Fifty interleaved requests each see their own record through current()."""
+
+    @routemeter.route("default")
+    async def handle(i: int) -> int:
+        rec = routemeter.current()
+        rec.requested(f"m{i % 5}")
+        await asyncio.sleep(0.001 * (i % 3))
+        assert routemeter.current() is rec
+        return i
+
+    results = await asyncio.gather(*(handle(i) for i in range(50)))
+    assert results == list(range(50))
+    for m in range(5):
+        assert metrics.count(DURATION, {"gen_ai.request.model": f"m{m}"}) == 10
+
+
+async def test_async_exception_reraised(metrics: Capture):
+    """An exception from an async handler propagates and is recorded as error.type."""
+
+    @routemeter.route("default")
+    async def handle() -> None:
+        raise TimeoutError
+
+    with pytest.raises(TimeoutError):
+        await handle()
+    assert metrics.count(DURATION, {"error.type": "TimeoutError"}) == 1
+
+
+async def test_cancellation_is_recorded_and_propagates(metrics: Capture):
+    """A cancelled handler re-raises CancelledError and still commits its request."""
+    started = asyncio.Event()
+
+    @routemeter.route("default")
+    async def handle() -> None:
+        started.set()
+        await asyncio.sleep(10)
+
+    task = asyncio.create_task(handle())
+    await asyncio.wait_for(started.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert metrics.count(DURATION, {"error.type": "CancelledError"}) == 1
+    assert metrics.value("llm.router.requests.active") == 0
+
+
+async def test_failed_attempts_only_mark_request_failed(metrics: Capture):
+    """A handler that returns after every attempt failed records the last attempt's error."""
+
+    @routemeter.route("default")
+    async def handle() -> dict:
+        rec = routemeter.current()
+        for provider in ("openai", "anthropic"):
+            with rec.attempt(provider, "gpt-4o") as a:
+                a.error(503)
+        return {"error": "all upstreams failed"}
+
+    await handle()
+    assert metrics.count(DURATION, {"error.type": "503"}) == 1
+    assert metrics.count("gen_ai.client.operation.duration", {"error.type": "503"}) == 2
