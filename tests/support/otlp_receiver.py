@@ -292,7 +292,7 @@ class OTLPReceiver:
         executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="otlp-grpc")
         # so_reuseport=0: never silently share a port with some other listener.
         server = grpc.server(executor, options=[("grpc.so_reuseport", 0)])
-        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(  # type: ignore[no-untyped-call]
             _MetricsServicer(self._record), server
         )
         self._grpc_executor = executor

@@ -166,7 +166,7 @@ class PrometheusServer:
             [
                 binary,
                 f"--config.file={self.config_path}",
-                f"--storage.tsdb.path={self._tmp / 'data'}",
+                f"--storage.tsdb.path={self.config_path.parent / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--web.enable-lifecycle",
             ],
