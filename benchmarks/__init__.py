@@ -1,0 +1,1 @@
+"""Benchmarks: per-request recording cost and /metrics render time, side by side."""

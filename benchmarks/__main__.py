@@ -1,0 +1,182 @@
+"""Per routed request: bare handler, routemeter, the same facts through the raw OTel SDK and
+through prometheus_client with labels; /metrics render time at 100 and 2,000 series.
+
+Medians of repeated runs, printed as microseconds and ratios; run with `make bench`.
+Machines here are shared and noisy: read the ratios, not the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import prometheus_client as pc
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+import routemeter
+from routemeter import _instruments as ins
+from routemeter.testing import capture
+
+ATTRS = {"llm.router.route": "default", "gen_ai.operation.name": "chat"}
+USAGE = {"prompt_tokens": 1200, "completion_tokens": 300}
+
+
+def median_us(fn: Callable[[], object], loops: int, repeats: int) -> float:
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(loops):
+            fn()
+        samples.append((time.perf_counter() - start) / loops * 1e6)
+    return statistics.median(samples)
+
+
+def bare() -> None:
+    body = {"model": "auto"}
+    _ = body["model"]
+
+
+@routemeter.route("default")
+def routed() -> None:
+    rec = routemeter.current()
+    rec.requested("auto")
+    with rec.decide() as d:
+        d.choose("openai", "gpt-4o-mini", "default")
+    with rec.attempt("openai", "gpt-4o-mini", server_address="api.openai.com") as a:
+        a.usage(input_tokens=1200, output_tokens=300)
+
+
+def raw_sdk_request() -> Callable[[], None]:
+    """The same facts recorded straight onto SDK instruments, one call per measurement."""
+    meter = MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("raw")
+    h = {
+        s.name: meter.create_histogram(
+            s.name, unit=s.unit, explicit_bucket_boundaries_advisory=list(s.buckets or ())
+        )
+        for s in ins.ALL
+        if s.kind == "histogram"
+    }
+    c = {s.name: meter.create_counter(s.name, unit=s.unit) for s in ins.ALL if s.kind == "counter"}
+    active = meter.create_up_down_counter("llm.router.requests.active")
+
+    def request() -> None:
+        t0 = time.perf_counter()
+        active.add(1, ATTRS)
+        attempt = {**ATTRS, "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o-mini"}
+        d0 = time.perf_counter()
+        decision = {
+            **ATTRS,
+            "llm.router.target.provider": "openai",
+            "llm.router.target.model": "gpt-4o-mini",
+            "llm.router.reason": "default",
+        }
+        h["llm.router.decision.duration"].record(time.perf_counter() - d0, ATTRS)
+        c["llm.router.decisions"].add(1, decision)
+        a0 = time.perf_counter()
+        h["gen_ai.client.operation.duration"].record(time.perf_counter() - a0, attempt)
+        h["gen_ai.client.token.usage"].record(1200, {**attempt, "gen_ai.token.type": "input"})
+        h["gen_ai.client.token.usage"].record(300, {**attempt, "gen_ai.token.type": "output"})
+        c["llm.router.usage.tokens"].add(1200, {**attempt, "gen_ai.token.type": "input"})
+        c["llm.router.usage.tokens"].add(300, {**attempt, "gen_ai.token.type": "output"})
+        c["llm.router.cost.usd"].add(0.00036, attempt)
+        h["gen_ai.server.request.duration"].record(time.perf_counter() - t0, attempt)
+        active.add(-1, ATTRS)
+
+    return request
+
+
+def prometheus_client_request() -> Callable[[], None]:
+    """The same facts through prometheus_client with labels, on a private registry."""
+    reg = pc.CollectorRegistry()
+    base = ["route", "operation"]
+    target = [*base, "provider", "model"]
+    server = pc.Histogram("server_s", "", target, buckets=ins.DURATION_BUCKETS, registry=reg)
+    client = pc.Histogram("client_s", "", target, buckets=ins.DURATION_BUCKETS, registry=reg)
+    usage = pc.Histogram("usage", "", [*target, "type"], buckets=ins.TOKEN_BUCKETS, registry=reg)
+    tokens = pc.Counter("tokens", "", [*target, "type"], registry=reg)
+    cost = pc.Counter("cost", "", target, registry=reg)
+    decisions = pc.Counter("decisions", "", [*target, "reason"], registry=reg)
+    decision_s = pc.Histogram("decision_s", "", base, buckets=ins.DECISION_BUCKETS, registry=reg)
+    active = pc.Gauge("active", "", base, registry=reg)
+
+    def request() -> None:
+        t0 = time.perf_counter()
+        active.labels("default", "chat").inc()
+        d0 = time.perf_counter()
+        decision_s.labels("default", "chat").observe(time.perf_counter() - d0)
+        decisions.labels("default", "chat", "openai", "gpt-4o-mini", "default").inc()
+        a0 = time.perf_counter()
+        labels = ("default", "chat", "openai", "gpt-4o-mini")
+        client.labels(*labels).observe(time.perf_counter() - a0)
+        usage.labels(*labels, "input").observe(1200)
+        usage.labels(*labels, "output").observe(300)
+        tokens.labels(*labels, "input").inc(1200)
+        tokens.labels(*labels, "output").inc(300)
+        cost.labels(*labels).inc(0.00036)
+        server.labels(*labels).observe(time.perf_counter() - t0)
+        active.labels("default", "chat").dec()
+
+    return request
+
+
+def render_ms(series: int, repeats: int) -> float:
+    """Median time to render /metrics with ``series`` distinct model attribute sets."""
+    from prometheus_client import generate_latest
+
+    routemeter.shutdown()
+    handle = routemeter.setup(
+        exporters="prometheus",
+        prometheus_server=False,
+        max_models=series,
+        set_global=False,
+    )
+
+    @routemeter.route("render")
+    def one(model: str) -> None:
+        with routemeter.current().attempt("openai", model) as a:
+            a.usage(input_tokens=10, output_tokens=5)
+
+    for i in range(series):
+        one(f"model-{i}")
+    assert handle.prometheus is not None
+    registry = handle.prometheus.registry
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        generate_latest(registry)
+        samples.append((time.perf_counter() - start) * 1e3)
+    routemeter.shutdown()
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks")
+    parser.add_argument("--loops", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    print(f"{platform.python_implementation()} {platform.python_version()}, {platform.machine()}")
+    with capture():
+        rows = {
+            "bare handler": median_us(bare, args.loops, args.repeats),
+            "routemeter": median_us(routed, args.loops, args.repeats),
+        }
+    rows["raw OTel SDK instruments"] = median_us(raw_sdk_request(), args.loops, args.repeats)
+    rows["prometheus_client labels"] = median_us(
+        prometheus_client_request(), args.loops, args.repeats
+    )
+    ours = rows["routemeter"]
+    print(f"\nper routed request (median of {args.repeats} x {args.loops}):")
+    print(f"{'':28} {'µs':>9} {'vs routemeter':>14}")
+    for name, us in rows.items():
+        print(f"{name:28} {us:9.2f} {us / ours:13.2f}x")
+    print("\n/metrics render (median):")
+    for series in (100, 2000):
+        print(f"{series:>5} series  {render_ms(series, max(3, args.repeats // 2)):8.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
