@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Final
 
 from routemeter._semconv import OTHER
@@ -20,10 +21,11 @@ _WELL_FORMED: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+\-]{0,127}")
 _SECRET_SHAPED: Final = re.compile(
     r"""
     (?:^|[^a-z0-9])(?:sk|pk|rk|ak)[-_][a-z0-9_-]{12,}   # OpenAI/Anthropic/Stripe-style keys
-    | ^(?:AKIA|ASIA)[A-Z0-9]{12,}                    # AWS access keys
-    | ^(?:ghp|gho|ghs|ghu|github_pat|xox[abprs]|glpat|hf)_[A-Za-z0-9_]{10,}
-    | ^AIza[0-9A-Za-z_-]{20,}                         # Google API keys
-    | ^ey[A-Za-z0-9_-]{10,}\.ey[A-Za-z0-9_-]{10,}      # JWTs
+    | (?:^|[^a-z0-9])(?:AKIA|ASIA)[A-Z0-9]{12,}      # AWS access keys
+    | (?:^|[^a-z0-9])(?:ghp|gho|ghs|ghu|github_pat|hf)_[A-Za-z0-9_]{10,}
+    | (?:^|[^a-z0-9])(?:xox[abprs]|glpat)-[A-Za-z0-9_-]{10,}   # Slack, GitLab
+    | (?:^|[^a-z0-9])AIza[0-9A-Za-z_-]{20,}           # Google API keys
+    | (?:^|[^a-z0-9])ey[A-Za-z0-9_-]{10,}\.ey[A-Za-z0-9_-]{10,}  # JWTs
     | [^@\s]+@[^@\s]+\.[a-z]{2,}                       # emails
     | ^\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?$               # IPv4 (client addresses)
     | ^[0-9a-f]{32,}$                                  # bare hashes (key hashes, request ids)
@@ -93,3 +95,16 @@ class Bounded:
     @property
     def admitted(self) -> frozenset[str]:
         return frozenset(self._seen)
+
+
+@dataclass(slots=True)
+class Bounds:
+    """One allow-list per attribute dimension whose values come from outside the code."""
+
+    providers: Bounded
+    models: Bounded
+    requested_models: Bounded
+    servers: Bounded = field(default_factory=lambda: Bounded("server.address", limit=100))
+    reasons: Bounded = field(default_factory=lambda: Bounded("llm.router.reason", limit=50))
+    errors: Bounded = field(default_factory=lambda: Bounded("error.type", limit=100))
+    caches: Bounded = field(default_factory=lambda: Bounded("llm.router.cache.name", limit=20))

@@ -13,11 +13,12 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 BUILTIN_EXPORTERS: Final = ("prometheus", "otlp", "console", "none")
 PROTOCOLS: Final = ("grpc", "http/protobuf")
 TEMPORALITIES: Final = ("cumulative", "delta", "lowmemory")
+RECORDERS: Final = ("aggregate", "sdk")
 COMPRESSIONS: Final = ("gzip", "deflate", "none")
 
 
@@ -72,11 +73,11 @@ def _names(raw: str) -> tuple[str, ...]:
 
 
 def _exporters(raw: str) -> tuple[str, ...]:
-    names = tuple(n.lower() for n in _names(raw))
+    names = tuple(dict.fromkeys(n.lower() for n in _names(raw)))
     if not names:
         raise ValueError(f"allowed: a comma-separated list of {', '.join(BUILTIN_EXPORTERS)}")
     if "none" in names and len(names) > 1:
-        raise ValueError("'none' cannot be combined with other exporters")
+        raise ValueError("allowed: 'none' alone, or a comma-separated list without it")
     return names
 
 
@@ -171,6 +172,10 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             _int_range(1, 1_000_000),
             "Attribute sets per metric stream before new ones fold into"
             " `otel.metric.overflow=true`."),
+    Setting("recorder", ("ROUTEMETER_RECORDER",), "aggregate", _choice(RECORDERS),
+            "`aggregate`: routemeter aggregates its schema itself (about 20x cheaper per request);"
+            " `sdk`: one OTel SDK instrument call per measurement, so SDK Views apply. A"
+            " MeterProvider the application built always gets `sdk`."),
     Setting("models", ("ROUTEMETER_MODELS",), (), _names,
             "Model names that always pass the allow-list (comma-separated)."),
     Setting("providers", ("ROUTEMETER_PROVIDERS",), (), _names,
@@ -207,6 +212,7 @@ class Config:
     export_interval_ms: float
     export_timeout_ms: float
     cardinality_limit: int
+    recorder: str
     models: tuple[str, ...]
     providers: tuple[str, ...]
     max_models: int
@@ -234,6 +240,8 @@ class Config:
             value: Any = getattr(self, s.field)
             if s.secret and value:
                 shown = ",".join(f"{k}=<redacted>" for k, _ in value)
+            elif s.field == "otlp_endpoint" and value:
+                shown = _without_userinfo(value)
             elif isinstance(value, tuple):
                 shown = ",".join(value) if value else "(none)"
             else:
@@ -242,10 +250,24 @@ class Config:
         return rows
 
 
+def _without_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"<redacted>@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def _check_argument(setting: Setting, value: Any) -> Any:
     """Arguments are typed values; validate them with the same rules as the environment."""
     if isinstance(value, (list, tuple, set, frozenset)) and isinstance(setting.default, tuple):
         if setting.field == "otlp_headers":
+            if all(isinstance(v, str) for v in value):
+                try:
+                    return _headers(",".join(value))
+                except ValueError as e:
+                    raise ConfigError(f"setup(otlp_headers={value!r}) is not valid: {e}") from None
             return tuple((str(k).lower(), str(v)) for k, v in value)
         raw = ",".join(str(v) for v in value)
     elif isinstance(value, Mapping) and setting.field == "otlp_headers":
@@ -282,7 +304,8 @@ def load(env: Mapping[str, str] | None = None, **arguments: Any) -> Config:
             try:
                 values[s.field] = s.parse(raw)
             except ValueError as e:
-                raise ConfigError(f"{name}={raw!r} is not valid: {e}") from None
+                shown = "<redacted>" if s.secret else repr(raw)
+                raise ConfigError(f"{name}={shown} is not valid: {e}") from None
             sources[s.field] = f"env:{name}"
             break
         else:

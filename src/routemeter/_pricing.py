@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -24,7 +25,13 @@ _log = logging.getLogger("routemeter")
 Rate = tuple[tuple[int, float], ...]
 """(threshold, USD per token) pairs, highest threshold first, ending with (0, base)."""
 
-_KEYS: Final = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok")
+_KEYS: Final = (
+    "input_mtok",
+    "output_mtok",
+    "cache_read_mtok",
+    "cache_write_mtok",
+    "requests_kcount",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,15 +40,35 @@ class Rates:
     output: Rate
     cache_read: Rate
     cache_write: Rate
+    per_request: float = 0.0
+    flat: tuple[float, float, float, float] | None = field(default=None, compare=False)
+    """Per-token (input, output, cache read, cache write) when no rate is tiered: the fast path."""
+
+    def __post_init__(self) -> None:
+        rates = (self.input, self.output, self.cache_read, self.cache_write)
+        if all(len(r) == 1 for r in rates):
+            object.__setattr__(self, "flat", tuple(r[0][1] for r in rates))
 
     def cost(self, usage: Usage) -> float:
         """USD for one attempt's usage; cache reads and writes are part of ``usage.input``."""
         total_in = usage.input or 0
         cache_read = usage.cache_read or 0
         cache_write = usage.cache_creation or 0
-        uncached = max(total_in - cache_read - cache_write, 0)
+        uncached = total_in - cache_read - cache_write
+        if uncached < 0:
+            uncached = 0
+        flat = self.flat
+        if flat is not None:
+            return (
+                self.per_request
+                + uncached * flat[0]
+                + (usage.output or 0) * flat[1]
+                + cache_read * flat[2]
+                + cache_write * flat[3]
+            )
         return (
-            uncached * _at(self.input, total_in)
+            self.per_request
+            + uncached * _at(self.input, total_in)
             + cache_read * _at(self.cache_read, total_in)
             + cache_write * _at(self.cache_write, total_in)
             + (usage.output or 0) * _at(self.output, total_in)
@@ -55,24 +82,36 @@ def _at(rate: Rate, total_input: int) -> float:
     return rate[-1][1]
 
 
+def _per_unit(value: Any, per: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal, str)):
+        raise ValueError(f"price must be a number, got {value!r}")
+    try:
+        price = float(Decimal(str(value))) / per
+    except ArithmeticError:
+        raise ValueError(f"price must be a number, got {value!r}") from None
+    if not (price >= 0 and math.isfinite(price)):
+        raise ValueError(f"price must be a finite non-negative number, got {value!r}")
+    return price
+
+
 def _rate(value: Any) -> Rate | None:
     """A genai-prices price (Decimal, TieredPrices) or a plain number, per million tokens."""
     if value is None:
         return None
-    if isinstance(value, (int, float, Decimal, str)):
-        per_token = float(Decimal(str(value))) / 1e6
-        if not per_token >= 0:
-            raise ValueError(f"price must be a non-negative number, got {value!r}")
-        return ((0, per_token),)
-    tiers = sorted(((int(t.start), float(t.price) / 1e6) for t in value.tiers), reverse=True)
-    return (*tiers, (0, float(value.base) / 1e6))
+    base = getattr(value, "base", None)
+    tiers = getattr(value, "tiers", None)
+    if base is not None and tiers is not None:
+        steps = sorted(((int(t.start), _per_unit(t.price, 1e6)) for t in tiers), reverse=True)
+        return (*steps, (0, _per_unit(base, 1e6)))
+    return ((0, _per_unit(value, 1e6)),)
 
 
 def rates_from_prices(prices: Mapping[str, Any]) -> Rates | None:
     """Rates from per-million prices; cache reads and writes default to the input rate."""
     input_rate = _rate(prices.get("input_mtok"))
     output_rate = _rate(prices.get("output_mtok"))
-    if input_rate is None and output_rate is None:
+    per_request = prices.get("requests_kcount")
+    if input_rate is None and output_rate is None and per_request is None:
         return None
     input_rate = input_rate or ((0, 0.0),)
     return Rates(
@@ -80,6 +119,7 @@ def rates_from_prices(prices: Mapping[str, Any]) -> Rates | None:
         output_rate or ((0, 0.0),),
         _rate(prices.get("cache_read_mtok")) or input_rate,
         _rate(prices.get("cache_write_mtok")) or input_rate,
+        _per_unit(per_request, 1e3) if per_request is not None else 0.0,
     )
 
 
@@ -98,7 +138,9 @@ def load_prices_file(path: str) -> dict[tuple[str | None, str], Rates]:
             raise ValueError(f"models[{i}] needs a 'model' name")
         rates = rates_from_prices(entry)
         if rates is None:
-            raise ValueError(f"models[{i}] ({model}) needs input_mtok or output_mtok")
+            raise ValueError(
+                f"models[{i}] ({model}) needs input_mtok, output_mtok or requests_kcount"
+            )
         provider = entry.get("provider")
         table[(provider if isinstance(provider, str) else None, model.lower())] = rates
     return table

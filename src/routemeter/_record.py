@@ -116,15 +116,24 @@ class Attempt:
                 self.used = _usage.merge(self.used, _usage.extract(response))
                 if self.response_model is None:
                     self.response_model = _usage.response_model(response)
-            explicit = _usage.Usage(
-                _usage.tokens(input_tokens),
-                _usage.tokens(output_tokens),
-                _usage.tokens(cache_read_tokens),
-                _usage.tokens(cache_creation_tokens),
-                _usage.tokens(reasoning_tokens),
+            if (
+                input_tokens is None
+                and output_tokens is None
+                and cache_read_tokens is None
+                and cache_creation_tokens is None
+                and reasoning_tokens is None
+            ):
+                return
+            u = self.used
+            self.used = _usage.Usage(
+                u.input if input_tokens is None else _usage.tokens(input_tokens),
+                u.output if output_tokens is None else _usage.tokens(output_tokens),
+                u.cache_read if cache_read_tokens is None else _usage.tokens(cache_read_tokens),
+                u.cache_creation
+                if cache_creation_tokens is None
+                else _usage.tokens(cache_creation_tokens),
+                u.reasoning if reasoning_tokens is None else _usage.tokens(reasoning_tokens),
             )
-            if explicit != _usage.EMPTY:
-                self.used = _usage.merge(self.used, explicit)
         except Exception as e:
             report("usage extraction", e)
 
@@ -192,16 +201,16 @@ class Request:
         "rejected",
         "requested_model",
         "route",
-        "route_attrs",
+        "route_key",
         "start",
         "streamed",
         "yielded",
     )
 
-    def __init__(self, route: str, operation: str, route_attrs: dict[str, str]) -> None:
+    def __init__(self, route: str, operation: str) -> None:
         self.route = route
         self.operation = operation
-        self.route_attrs = route_attrs
+        self.route_key = (route, operation)
         self.start = perf_counter()
         self.end: float | None = None
         self.requested_model: str | None = None
@@ -333,7 +342,7 @@ class _NoopRequest(Request):
         return chunks
 
 
-NOOP: Final = _NoopRequest("", "", {})
+NOOP: Final = _NoopRequest("", "")
 
 
 def current() -> Request:

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from time import perf_counter
 from typing import Any, Final, TypeVar, cast
 
-from routemeter import _semconv as sc
 from routemeter import _state
 from routemeter._bounds import acceptable
 from routemeter._errors import report
@@ -36,12 +35,12 @@ OPERATIONS: Final = frozenset(
 declared_routes: set[str] = set()
 
 
-def _begin(route: str, operation: str, attrs: dict[str, str]) -> Request | None:
+def _begin(route: str, operation: str) -> Request | None:
     recorder = _state.recorder
     if recorder is None:
         return None
     try:
-        rec = Request(route, operation, attrs)
+        rec = Request(route, operation)
         recorder.begin(rec)
         return rec
     except Exception as e:
@@ -133,14 +132,13 @@ def route(label: str, *, operation: str = "chat") -> Callable[[F], F]:
             f" {', '.join(sorted(OPERATIONS))}"
         )
     declared_routes.add(label)
-    attrs = {sc.LLM_ROUTER_ROUTE: label, sc.GEN_AI_OPERATION_NAME: operation}
 
     def decorate(fn: F) -> F:
         if inspect.isasyncgenfunction(fn):
 
             @functools.wraps(fn)
             def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-                rec = _begin(label, operation, attrs)
+                rec = _begin(label, operation)
                 chunks = fn(*args, **kwargs)
                 return chunks if rec is None else stream_under(rec, chunks)
 
@@ -150,7 +148,7 @@ def route(label: str, *, operation: str = "chat") -> Callable[[F], F]:
 
             @functools.wraps(fn)
             def gen_wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
-                rec = _begin(label, operation, attrs)
+                rec = _begin(label, operation)
                 chunks = fn(*args, **kwargs)
                 return chunks if rec is None else _iter_under(rec, chunks)
 
@@ -160,7 +158,7 @@ def route(label: str, *, operation: str = "chat") -> Callable[[F], F]:
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                rec = _begin(label, operation, attrs)
+                rec = _begin(label, operation)
                 if rec is None:
                     return await fn(*args, **kwargs)
                 token = current_var.set(rec)
@@ -179,7 +177,7 @@ def route(label: str, *, operation: str = "chat") -> Callable[[F], F]:
 
         @functools.wraps(fn)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-            rec = _begin(label, operation, attrs)
+            rec = _begin(label, operation)
             if rec is None:
                 return fn(*args, **kwargs)
             token = current_var.set(rec)

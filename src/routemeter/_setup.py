@@ -15,17 +15,20 @@ from importlib.metadata import version
 from typing import Any
 
 from opentelemetry import metrics
+from opentelemetry.metrics import Meter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from routemeter import _readers, _state
-from routemeter._bounds import Bounded
+from routemeter._aggregate import AggregateRecorder
+from routemeter._bounds import Bounded, Bounds
 from routemeter._config import Config, ConfigError, load
 from routemeter._instruments import DURATION_BUCKETS
 from routemeter._pricing import Prices, known_model_ids, load_prices_file
-from routemeter._recorder import Bounds, Recorder
+from routemeter._recorder import Recorder, SdkRecorder
 
 _log = logging.getLogger("routemeter")
 _lock = threading.Lock()
@@ -113,6 +116,10 @@ def _prices(config: Config) -> Prices:
         ) from None
 
 
+def _meter(provider: MeterProvider, scope: InstrumentationScope) -> Meter:
+    return provider.get_meter(scope.name, scope.version)
+
+
 def _sdk_provider_in_use() -> MeterProvider | None:
     provider = metrics.get_meter_provider()
     if isinstance(provider, MeterProvider) and provider not in _owned:
@@ -152,8 +159,10 @@ def setup(
                 " built; add them to that provider instead"
             )
         provider = meter_provider or (None if readers else _sdk_provider_in_use())
+        scope = InstrumentationScope("routemeter", version("routemeter"))
         if provider is not None:
             handle = Handle(config, provider)
+            handle.recorder = SdkRecorder(_meter(provider, scope), bounds, prices)
         else:
             built, endpoint = _readers.build(config)
             all_readers = [*built, *readers]
@@ -177,9 +186,16 @@ def setup(
             if set_global and not isinstance(metrics.get_meter_provider(), MeterProvider):
                 metrics.set_meter_provider(provider)
             handle = Handle(config, provider, None, endpoint, True, all_readers)
+            if config.recorder == "sdk":
+                handle.recorder = SdkRecorder(_meter(provider, scope), bounds, prices)
+            else:
+                aggregate = AggregateRecorder(
+                    bounds, prices, limit=config.cardinality_limit, scope=scope, resource=resource
+                )
+                for reader in all_readers:
+                    aggregate.attach(reader)
+                handle.recorder = aggregate
 
-        meter = provider.get_meter("routemeter", version("routemeter"))
-        handle.recorder = Recorder(meter, bounds, prices)
         _state.recorder = handle.recorder
         _handle = handle
         return handle

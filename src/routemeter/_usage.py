@@ -63,7 +63,7 @@ def from_usage_block(u: Any) -> Usage:
     cache_write = tokens(_get(u, "cache_creation_input_tokens"))
     if cache_read is not None or cache_write is not None:  # Anthropic: input excludes cache
         return Usage(
-            _plus(tokens(_get(u, "input_tokens")), cache_read, cache_write),
+            tokens(_plus(tokens(_get(u, "input_tokens")), cache_read, cache_write)),
             tokens(_get(u, "output_tokens")),
             cache_read,
             cache_write,
@@ -77,20 +77,39 @@ def from_usage_block(u: Any) -> Usage:
             None,
             tokens(_get(_get(u, "output_tokens_details"), "reasoning_tokens")),
         )
-    if _get(u, "promptTokenCount") is not None or _get(u, "candidatesTokenCount") is not None:
-        return Usage(  # Gemini usageMetadata
-            tokens(_get(u, "promptTokenCount")),
-            tokens(_get(u, "candidatesTokenCount")),
-            tokens(_get(u, "cachedContentTokenCount")),
-            None,
-            tokens(_get(u, "thoughtsTokenCount")),
-        )
+    for prompt_k, cand_k, cached_k, thoughts_k in (
+        (
+            "promptTokenCount",
+            "candidatesTokenCount",
+            "cachedContentTokenCount",
+            "thoughtsTokenCount",
+        ),
+        (
+            "prompt_token_count",
+            "candidates_token_count",
+            "cached_content_token_count",
+            "thoughts_token_count",
+        ),
+    ):
+        if _get(u, prompt_k) is not None or _get(u, cand_k) is not None:
+            thoughts = tokens(_get(u, thoughts_k))
+            return Usage(  # Gemini usageMetadata: candidates exclude thoughts
+                tokens(_get(u, prompt_k)),
+                tokens(_plus(tokens(_get(u, cand_k)), thoughts)),
+                tokens(_get(u, cached_k)),
+                None,
+                thoughts,
+            )
     if _get(u, "inputTokens") is not None or _get(u, "outputTokens") is not None:
-        return Usage(  # Bedrock Converse
-            tokens(_get(u, "inputTokens")),
-            tokens(_get(u, "outputTokens")),
+        read, write = (
             tokens(_get(u, "cacheReadInputTokens")),
             tokens(_get(u, "cacheWriteInputTokens")),
+        )
+        return Usage(  # Bedrock Converse: inputTokens excludes cache reads and writes
+            tokens(_plus(tokens(_get(u, "inputTokens")), read, write)),
+            tokens(_get(u, "outputTokens")),
+            read,
+            write,
             None,
         )
     return EMPTY
@@ -122,5 +141,9 @@ def response_model(response: Any) -> str | None:
         return None
     model = _get(response, "model")
     if model is None:
-        model = _get(_get(response, "message"), "model") or _get(response, "modelVersion")
+        model = (
+            _get(_get(response, "message"), "model")
+            or _get(response, "modelVersion")
+            or _get(response, "model_version")
+        )
     return model if isinstance(model, str) else None

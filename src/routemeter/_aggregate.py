@@ -1,0 +1,345 @@
+"""routemeter's own aggregation: the schema's metrics kept in plain dicts, handed to the SDK's
+readers as standard OTel metric data at collection time.
+
+Recording a request costs one lock and a few list updates per measurement (the SDK path costs
+about 10 µs per measurement here). Readers still receive ``MetricsData`` built from the SDK's
+public data classes, merged into the same collection as every SDK instrument (HTTP metrics, the
+application's own), so exporters see no difference.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
+from math import inf
+from time import time_ns
+from typing import Any, Final
+
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    HistogramDataPoint,
+    Metric,
+    MetricReader,
+    MetricsData,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+)
+from opentelemetry.sdk.metrics.export import Gauge as GaugeData
+from opentelemetry.sdk.metrics.export import Histogram as HistogramData
+from opentelemetry.sdk.metrics.export import Sum as SumData
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from routemeter import _instruments as ins
+from routemeter import _schema
+from routemeter._bounds import Bounds
+from routemeter._errors import report
+from routemeter._pricing import Prices
+from routemeter._record import Request
+from routemeter._recorder import Recorder, attributes
+
+_HIST: Final = 0
+_SUM: Final = 1
+_GAUGE: Final = 2
+_CODES: Final = {"histogram": _HIST, "counter": _SUM, "updowncounter": _SUM, "gauge": _GAUGE}
+_SDK_CLASS_NAME: Final = {
+    "histogram": "Histogram",
+    "counter": "Counter",
+    "updowncounter": "UpDownCounter",
+    "gauge": "Gauge",
+}
+OVERFLOW: Final = ("__routemeter_overflow__",)
+"""Key of the one point that takes every attribute set beyond the cardinality limit."""
+_OVERFLOW_ATTRIBUTES: Final = {"otel.metric.overflow": True}
+
+_CUMULATIVE: Final = AggregationTemporality.CUMULATIVE
+_DELTA: Final = AggregationTemporality.DELTA
+
+
+class Store:
+    """Points of every metric since ``start_ns``: ``points[metric][key] -> state``.
+
+    Histogram state is ``[count, sum, min, max, *bucket_counts]``; sums and gauges ``[value]``.
+    """
+
+    __slots__ = ("limit", "points", "start_ns", "starts")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.start_ns = time_ns()
+        self.points: list[dict[tuple[Any, ...], list[Any]]] = [{} for _ in ins.ALL]
+        self.starts: list[dict[tuple[Any, ...], int]] = [{} for _ in ins.ALL]
+
+    def apply(self, measurements: Iterable[_schema.Measurement]) -> None:
+        """Must be called with the recorder's lock held."""
+        all_points = self.points
+        for index, key, value in measurements:
+            state = all_points[index].get(key)
+            if state is None:
+                state = self._new(index, key)
+            if len(state) > 1:  # histogram: [count, sum, min, max, *buckets]
+                state[0] += 1
+                state[1] += value
+                if value < state[2]:
+                    state[2] = value
+                if value > state[3]:
+                    state[3] = value
+                state[4 + bisect_left(_BOUNDS[index], value)] += 1
+            elif index == _GAUGE_INDEX:
+                state[0] = value
+            else:
+                state[0] += value
+
+    def add_active(self, key: tuple[str, str], delta: int) -> None:
+        """Must be called with the recorder's lock held: requests in flight, +1 or -1."""
+        state = self.points[_ACTIVE_INDEX].get(key)
+        if state is None:
+            state = self._new(_ACTIVE_INDEX, key)
+        state[0] += delta
+
+    def _new(self, index: int, key: tuple[Any, ...]) -> list[Any]:
+        points = self.points[index]
+        if len(points) >= self.limit:
+            key = OVERFLOW
+            state = points.get(key)
+            if state is not None:
+                return state
+        if _KIND_CODES[index] == _HIST:
+            state = [0, 0, inf, -inf] + [0] * (len(_BOUNDS[index]) + 1)
+        else:
+            state = [0]
+        points[key] = state
+        self.starts[index][key] = time_ns()
+        return state
+
+
+_KIND_CODES: Final = tuple(_CODES[spec.kind] for spec in ins.ALL)
+_GAUGE_INDEX: Final = _schema.RATELIMIT_REMAINING
+_ACTIVE_INDEX: Final = _schema.ACTIVE
+assert [i for i, c in enumerate(_KIND_CODES) if c == _GAUGE] == [_GAUGE_INDEX]
+_BOUNDS: Final = tuple(spec.buckets or () for spec in ins.ALL)
+
+
+class View:
+    """One reader's window on the aggregation: its temporality per metric, and for delta its own
+    interval store, swapped out at each collection."""
+
+    def __init__(self, recorder: AggregateRecorder, temporality: dict[type, Any]) -> None:
+        self.recorder = recorder
+        # the reader keys its preferences by the SDK's private instrument classes (_Counter, ...)
+        by_name = {cls.__name__.lstrip("_"): value for cls, value in temporality.items()}
+        self.delta = tuple(
+            by_name.get(_SDK_CLASS_NAME[spec.kind], _CUMULATIVE) == _DELTA for spec in ins.ALL
+        )
+        self.interval: Store | None = Store(recorder.limit) if any(self.delta) else None
+        self.last_collection_ns = recorder.cumulative.start_ns
+
+    def collect(self) -> list[Metric]:
+        now = time_ns()
+        rec = self.recorder
+        with rec.lock:
+            cumulative = _snapshot(rec.cumulative)
+            interval: Store | None = None
+            if self.interval is not None:
+                interval = self.interval
+                self.interval = Store(rec.limit)
+                rec.rebuild_targets()
+        start = self.last_collection_ns
+        self.last_collection_ns = now
+        metrics = []
+        for index, spec in enumerate(ins.ALL):
+            if self.delta[index] and interval is not None:
+                metric = _metric(spec, index, _snapshot_one(interval, index), now, _DELTA, start)
+            else:
+                metric = _metric(spec, index, cumulative[index], now, _CUMULATIVE, None)
+            if metric is not None:
+                metrics.append(metric)
+        return metrics
+
+
+Snapshot = list[tuple[tuple[Any, ...], list[Any], int]]
+
+
+def _snapshot_one(store: Store, index: int) -> Snapshot:
+    starts = store.starts[index]
+    return [(key, list(state), starts[key]) for key, state in store.points[index].items()]
+
+
+def _snapshot(store: Store) -> list[Snapshot]:
+    return [_snapshot_one(store, i) for i in range(len(ins.ALL))]
+
+
+def _attrs(spec: ins.InstrumentSpec, key: tuple[Any, ...]) -> dict[str, Any]:
+    return dict(_OVERFLOW_ATTRIBUTES) if key is OVERFLOW else attributes(spec, key)
+
+
+def _metric(
+    spec: ins.InstrumentSpec,
+    index: int,
+    points: Snapshot,
+    now: int,
+    temporality: AggregationTemporality,
+    interval_start: int | None,
+) -> Metric | None:
+    if not points:
+        return None
+    code = _KIND_CODES[index]
+    data: Any
+    if code == _HIST:
+        bounds = list(_BOUNDS[index])
+        data = HistogramData(
+            data_points=[
+                HistogramDataPoint(
+                    attributes=_attrs(spec, key),
+                    start_time_unix_nano=interval_start or start,
+                    time_unix_nano=now,
+                    count=state[0],
+                    sum=state[1],
+                    bucket_counts=state[4:],
+                    explicit_bounds=bounds,
+                    min=state[2],
+                    max=state[3],
+                )
+                for key, state, start in points
+            ],
+            aggregation_temporality=temporality,
+        )
+    else:
+        number_points = [
+            NumberDataPoint(
+                attributes=_attrs(spec, key),
+                start_time_unix_nano=interval_start or start,
+                time_unix_nano=now,
+                value=state[0],
+            )
+            for key, state, start in points
+        ]
+        if code == _GAUGE:
+            data = GaugeData(data_points=number_points)
+        else:
+            data = SumData(
+                data_points=number_points,
+                aggregation_temporality=temporality,
+                is_monotonic=spec.kind == "counter",
+            )
+    return Metric(name=spec.name, description=spec.description, unit=spec.unit, data=data)
+
+
+class AggregateRecorder(Recorder):
+    """Aggregates the schema itself: one lock per request commit, no SDK calls per measurement."""
+
+    def __init__(
+        self,
+        bounds: Bounds,
+        prices: Prices,
+        *,
+        limit: int,
+        scope: InstrumentationScope,
+        resource: Resource,
+    ) -> None:
+        super().__init__(bounds, prices)
+        self.limit = limit
+        self.scope = scope
+        self.resource = resource
+        self.lock = threading.Lock()
+        self.cumulative = Store(limit)
+        self.views: list[View] = []
+        self._targets: tuple[Store, ...] = (self.cumulative,)
+        _forked.add(self)
+
+    def rebuild_targets(self) -> None:
+        """Must be called with the lock held: the stores each commit updates."""
+        self._targets = (
+            self.cumulative,
+            *(v.interval for v in self.views if v.interval is not None),
+        )
+
+    def apply(self, measurements: Iterable[_schema.Measurement]) -> None:
+        ms = measurements if isinstance(measurements, (list, tuple)) else list(measurements)
+        with self.lock:
+            for store in self._targets:
+                store.apply(ms)
+
+    def begin(self, rec: Request) -> None:
+        with self.lock:
+            for store in self._targets:
+                store.add_active(rec.route_key, 1)
+
+    def attach(self, reader: MetricReader) -> None:
+        """Merge this recorder's metrics into everything ``reader`` collects.
+
+        The SDK's ``collect()`` skips ``_receive_metrics`` when its own instruments have nothing
+        to report, so the merge wraps the collect callback the MeterProvider installed.
+        """
+        temporality = getattr(reader, "_instrument_class_temporality", {})
+        view = View(self, temporality)
+        with self.lock:
+            self.views.append(view)
+            self.rebuild_targets()
+        original: Callable[..., MetricsData | None] | None = getattr(reader, "_collect", None)
+        if original is None:
+            raise RuntimeError("attach() needs a reader already registered with a MeterProvider")
+
+        def collect(
+            metric_reader: MetricReader, timeout_millis: float = 10_000
+        ) -> MetricsData | None:
+            data = original(metric_reader, timeout_millis=timeout_millis)
+            try:
+                return self.merge(data, view.collect())
+            except Exception as e:
+                report("collection", e)
+                return data
+
+        # the SDK annotates this callback's second parameter wrongly (AggregationTemporality)
+        reader._set_collect_callback(collect)  # type: ignore[arg-type]
+
+    def merge(self, data: MetricsData | None, ours: list[Metric]) -> MetricsData | None:
+        if not ours:
+            return data
+        scope_metrics = ScopeMetrics(scope=self.scope, metrics=ours, schema_url="")
+        if data is None or not data.resource_metrics:
+            return MetricsData(
+                resource_metrics=[
+                    ResourceMetrics(
+                        resource=self.resource,
+                        scope_metrics=[scope_metrics],
+                        schema_url=self.resource.schema_url,
+                    )
+                ]
+            )
+        first, *rest = data.resource_metrics
+        return MetricsData(
+            resource_metrics=[
+                ResourceMetrics(
+                    resource=first.resource,
+                    scope_metrics=[*first.scope_metrics, scope_metrics],
+                    schema_url=first.schema_url,
+                ),
+                *rest,
+            ]
+        )
+
+    def reset(self) -> None:
+        """Forget everything (a forked child must not re-export its parent's counts)."""
+        self.lock = threading.Lock()
+        self.cumulative = Store(self.limit)
+        for view in self.views:
+            if view.interval is not None:
+                view.interval = Store(self.limit)
+            view.last_collection_ns = self.cumulative.start_ns
+        self.rebuild_targets()
+
+
+_forked: weakref.WeakSet[AggregateRecorder] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for recorder in list(_forked):
+        recorder.reset()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
