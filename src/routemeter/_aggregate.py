@@ -66,13 +66,15 @@ class Store:
     Histogram state is ``[count, sum, min, max, *bucket_counts]``; sums and gauges ``[value]``.
     """
 
-    __slots__ = ("limit", "points", "start_ns", "starts")
+    __slots__ = ("limit", "order", "points", "start_ns", "starts")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.start_ns = time_ns()
         self.points: list[dict[tuple[Any, ...], list[Any]]] = [{} for _ in ins.ALL]
         self.starts: list[dict[tuple[Any, ...], int]] = [{} for _ in ins.ALL]
+        self.order: list[int] = []
+        """Metrics in the order of their first measurement: the order the SDK exports them."""
 
     def apply(self, measurements: Iterable[_schema.Measurement]) -> None:
         """Must be called with the recorder's lock held."""
@@ -103,6 +105,8 @@ class Store:
 
     def _new(self, index: int, key: tuple[Any, ...]) -> list[Any]:
         points = self.points[index]
+        if not points and index not in self.order:
+            self.order.append(index)
         if len(points) >= self.limit:
             key = OVERFLOW
             state = points.get(key)
@@ -142,6 +146,7 @@ class View:
         now = time_ns()
         rec = self.recorder
         with rec.lock:
+            order = list(rec.cumulative.order)
             cumulative = _snapshot(rec.cumulative)
             interval: Store | None = None
             if self.interval is not None:
@@ -151,7 +156,8 @@ class View:
         start = self.last_collection_ns
         self.last_collection_ns = now
         metrics = []
-        for index, spec in enumerate(ins.ALL):
+        for index in order:
+            spec = ins.ALL[index]
             if self.delta[index] and interval is not None:
                 metric = _metric(spec, index, _snapshot_one(interval, index), now, _DELTA, start)
             else:
