@@ -16,7 +16,8 @@ def test_config_shows_sources_and_redacts_headers(monkeypatch, capsys):
     assert "api-key=<redacted>" in out
     assert "env:OTEL_METRICS_EXPORTER" in out
     assert "http://collector:4318/v1/metrics" in out
-    assert "prometheus_port" in out and "default" in out
+    assert "prometheus_port" in out
+    assert "default" in out
 
 
 def test_config_bad_value_exits_2_with_message(monkeypatch, capsys):

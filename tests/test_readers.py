@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from support.otlp_receiver import OTLPReceiver
 
 import routemeter
 from routemeter import _instruments as ins
 from routemeter._config import load
 from routemeter._readers import temporality
+from support.otlp_receiver import OTLPReceiver
 
 SPECS = {s.name: s for s in ins.ALL}
 

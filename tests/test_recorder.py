@@ -71,7 +71,7 @@ def test_advised_bucket_values():
     assert ins.DURATION_BUCKETS[0] == 0.01
     assert ins.DURATION_BUCKETS[-1] == 81.92
     assert len(ins.DURATION_BUCKETS) == 14
-    assert ins.TOKEN_BUCKETS == tuple(4**i for i in range(14))
+    assert tuple(4**i for i in range(14)) == ins.TOKEN_BUCKETS
     assert ins.TTFT_BUCKETS[:3] == (0.001, 0.005, 0.01)
     assert ins.TPOT_BUCKETS[-1] == 2.5
 
@@ -110,7 +110,10 @@ def test_three_attempt_chain_counts_two_fallbacks(metrics: Capture):
 
     handle()
     pairs = {
-        (p["attributes"]["llm.router.fallback.from.provider"], p["attributes"]["gen_ai.provider.name"]): p["attributes"]["error.type"]  # noqa: E501
+        (
+            p["attributes"]["llm.router.fallback.from.provider"],
+            p["attributes"]["gen_ai.provider.name"],
+        ): p["attributes"]["error.type"]
         for p in metrics.points("llm.router.fallbacks")
     }
     assert pairs == {("p1", "p2"): "TimeoutError", ("p2", "p3"): "429"}

@@ -96,13 +96,6 @@ class Store:
             else:
                 state[0] += value
 
-    def add_active(self, key: tuple[str, str], delta: int) -> None:
-        """Must be called with the recorder's lock held: requests in flight, +1 or -1."""
-        state = self.points[_ACTIVE_INDEX].get(key)
-        if state is None:
-            state = self._new(_ACTIVE_INDEX, key)
-        state[0] += delta
-
     def _new(self, index: int, key: tuple[Any, ...]) -> list[Any]:
         points = self.points[index]
         if not points and index not in self.order:
@@ -148,6 +141,7 @@ class View:
         with rec.lock:
             order = list(rec.cumulative.order)
             cumulative = _snapshot(rec.cumulative)
+            cumulative[_ACTIVE_INDEX] = rec.active()
             interval: Store | None = None
             if self.interval is not None:
                 interval = self.interval
@@ -253,6 +247,8 @@ class AggregateRecorder(Recorder):
         self.resource = resource
         self.lock = threading.Lock()
         self.cumulative = Store(limit)
+        self.inflight: set[Request] = set()
+        self.routes: dict[tuple[str, str], int] = {}
         self.views: list[View] = []
         self._targets: tuple[Store, ...] = (self.cumulative,)
         _forked.add(self)
@@ -271,9 +267,32 @@ class AggregateRecorder(Recorder):
                 store.apply(ms)
 
     def begin(self, rec: Request) -> None:
-        with self.lock:
-            for store in self._targets:
-                store.add_active(rec.route_key, 1)
+        # Requests in flight are the records in this set: set.add is atomic, so starting a
+        # request takes no lock; commit removes it under the lock it takes anyway.
+        self.inflight.add(rec)
+        if rec.route_key not in self.routes:
+            with self.lock:
+                self.routes.setdefault(rec.route_key, time_ns())
+                if _ACTIVE_INDEX not in self.cumulative.order:
+                    self.cumulative.order.append(_ACTIVE_INDEX)
+
+    def commit(self, rec: Request) -> None:
+        try:
+            ms = _schema.measurements(rec, self.keys, active=False)
+            with self.lock:
+                self.inflight.discard(rec)
+                for store in self._targets:
+                    store.apply(ms)
+        except Exception as e:
+            self.inflight.discard(rec)
+            report("commit", e)
+
+    def active(self) -> Snapshot:
+        """Must be called with the lock held: in-flight requests per route, as points."""
+        counts: dict[tuple[str, str], int] = dict.fromkeys(self.routes, 0)
+        for rec in list(self.inflight):
+            counts[rec.route_key] += 1
+        return [(key, [value], self.routes[key]) for key, value in counts.items()]
 
     def attach(self, reader: MetricReader) -> None:
         """Merge this recorder's metrics into everything ``reader`` collects.
@@ -333,6 +352,8 @@ class AggregateRecorder(Recorder):
         """Forget everything (a forked child must not re-export its parent's counts)."""
         self.lock = threading.Lock()
         self.cumulative = Store(self.limit)
+        self.inflight = set()
+        self.routes = {}
         for view in self.views:
             if view.interval is not None:
                 view.interval = Store(self.limit)

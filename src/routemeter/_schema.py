@@ -125,14 +125,15 @@ class Keys:
         return keys
 
 
-def measurements(rec: Request, keys: Keys) -> list[Measurement]:
-    """Everything a finished request contributes, in one pass."""
+def measurements(rec: Request, keys: Keys, *, active: bool = True) -> list[Measurement]:
+    """Everything a finished request contributes, in one pass (``active=False`` leaves out the
+    in-flight decrement, for a recorder that counts requests in flight itself)."""
     b = keys.bounds
     end = rec.end if rec.end is not None else perf_counter()
     route = rec.route_key
     r, op = route
     requested = keys.requested(rec.requested_model) if rec.requested_model else None
-    out: list[Measurement] = [(ACTIVE, route, -1)]
+    out: list[Measurement] = [(ACTIVE, route, -1)] if active else []
     add = out.append
 
     d = rec.decision
