@@ -13,7 +13,7 @@ import os
 import threading
 import weakref
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from math import inf
 from time import time_ns
 from typing import Any, Final
@@ -76,25 +76,37 @@ class Store:
         self.order: list[int] = []
         """Metrics in the order of their first measurement: the order the SDK exports them."""
 
-    def apply(self, measurements: Iterable[_schema.Measurement]) -> None:
+    def apply(self, measurements: _schema.Measurements) -> None:
         """Must be called with the recorder's lock held."""
         all_points = self.points
-        for index, key, value in measurements:
+        bounds = _BOUNDS
+        observed, counted = measurements
+        for index, key, value in observed:  # histogram: [count, sum, min, max, *buckets]
             state = all_points[index].get(key)
             if state is None:
                 state = self._new(index, key)
-            if len(state) > 1:  # histogram: [count, sum, min, max, *buckets]
-                state[0] += 1
-                state[1] += value
-                if value < state[2]:
-                    state[2] = value
-                if value > state[3]:
-                    state[3] = value
-                state[4 + bisect_left(_BOUNDS[index], value)] += 1
-            elif index == _GAUGE_INDEX:
-                state[0] = value
-            else:
-                state[0] += value
+            state[0] += 1
+            state[1] += value
+            if value < state[2]:
+                state[2] = value
+            if value > state[3]:
+                state[3] = value
+            state[4 + bisect_left(bounds[index], value)] += 1
+        for index, key, value in counted:
+            state = all_points[index].get(key)
+            if state is None:
+                state = self._new(index, key)
+            state[0] += value
+
+    def event(self, index: int, key: tuple[Any, ...], value: float) -> None:
+        """Must be called with the recorder's lock held: one sum increment or gauge value."""
+        state = self.points[index].get(key)
+        if state is None:
+            state = self._new(index, key)
+        if index == _GAUGE_INDEX:
+            state[0] = value
+        else:
+            state[0] += value
 
     def _new(self, index: int, key: tuple[Any, ...]) -> list[Any]:
         points = self.points[index]
@@ -260,11 +272,18 @@ class AggregateRecorder(Recorder):
             *(v.interval for v in self.views if v.interval is not None),
         )
 
-    def apply(self, measurements: Iterable[_schema.Measurement]) -> None:
-        ms = measurements if isinstance(measurements, (list, tuple)) else list(measurements)
+    def apply(self, measurements: _schema.Measurements) -> None:
         with self.lock:
             for store in self._targets:
-                store.apply(ms)
+                store.apply(measurements)
+
+    def event(self, measurement: _schema.Measurement) -> None:
+        index, key, value = measurement
+        if index == _ACTIVE_INDEX:
+            raise ValueError("requests in flight are counted by begin() and commit()")
+        with self.lock:
+            for store in self._targets:
+                store.event(index, key, value)
 
     def begin(self, rec: Request) -> None:
         # Requests in flight are the records in this set: set.add is atomic, so starting a
@@ -278,7 +297,7 @@ class AggregateRecorder(Recorder):
 
     def commit(self, rec: Request) -> None:
         try:
-            ms = _schema.measurements(rec, self.keys, active=False)
+            ms = _schema.measurements(rec, self.keys, False)
             with self.lock:
                 self.inflight.discard(rec)
                 for store in self._targets:

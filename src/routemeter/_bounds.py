@@ -96,6 +96,11 @@ class Bounded:
     def admitted(self) -> frozenset[str]:
         return frozenset(self._seen)
 
+    @property
+    def seen(self) -> dict[str, str]:
+        """The admitted values (read-only use): a plain dict, for lookups on the hot path."""
+        return self._seen
+
 
 @dataclass(slots=True)
 class Bounds:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     pass
 
 MAX_CHUNK_MARKS: Final = 100_000
+_new_usage = tuple.__new__  # builds a Usage without the namedtuple's Python-level __new__
 
 current_var: ContextVar[Request | None] = ContextVar("routemeter_request", default=None)
 
@@ -82,7 +83,6 @@ class Attempt:
         self.chunk_marks: list[float] | None = None
 
     def __enter__(self) -> Attempt:
-        self.start = perf_counter()
         return self
 
     def __exit__(
@@ -117,12 +117,28 @@ class Attempt:
                 if self.response_model is None:
                     self.response_model = _usage.response_model(response)
             if (
-                input_tokens is None
-                and output_tokens is None
-                and cache_read_tokens is None
+                cache_read_tokens is None
                 and cache_creation_tokens is None
                 and reasoning_tokens is None
             ):
+                if input_tokens is None and output_tokens is None:
+                    return
+                u = self.used  # the common explicit case: two ints, checked inline
+                if input_tokens is None:
+                    i = u.input
+                elif type(input_tokens) is int and 0 <= input_tokens < _usage.MAX_TOKENS:
+                    i = input_tokens
+                else:
+                    i = _usage.tokens(input_tokens)
+                if output_tokens is None:
+                    o = u.output
+                elif type(output_tokens) is int and 0 <= output_tokens < _usage.MAX_TOKENS:
+                    o = output_tokens
+                else:
+                    o = _usage.tokens(output_tokens)
+                self.used = _new_usage(
+                    _usage.Usage, (i, o, u.cache_read, u.cache_creation, u.reasoning)
+                )
                 return
             u = self.used
             self.used = _usage.Usage(
@@ -170,7 +186,6 @@ class Decision:
         self.reason: str | None = None
 
     def __enter__(self) -> Decision:
-        self.start = perf_counter()
         return self
 
     def __exit__(

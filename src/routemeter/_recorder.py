@@ -8,7 +8,7 @@ the reference implementation, and the one used inside a MeterProvider the applic
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry.metrics import Meter
@@ -31,11 +31,15 @@ class Recorder:
         self.prices = prices
         self.keys = _schema.Keys(bounds, prices)
 
-    def apply(self, measurements: Iterable[_schema.Measurement]) -> None:
+    def apply(self, measurements: _schema.Measurements) -> None:
+        raise NotImplementedError
+
+    def event(self, measurement: _schema.Measurement) -> None:
+        """One measurement outside a request (a sum increment, or the gauge's new value)."""
         raise NotImplementedError
 
     def begin(self, rec: Request) -> None:
-        self.apply(((_schema.ACTIVE, rec.route_key, 1),))
+        self.event((_schema.ACTIVE, rec.route_key, 1))
 
     def commit(self, rec: Request) -> None:
         try:
@@ -44,16 +48,16 @@ class Recorder:
             report("commit", e)
 
     def cooldown(self, provider: str, model: str, error_type: str | None) -> None:
-        self.apply((_schema.cooldown(self.bounds, provider, model, error_type),))
+        self.event(_schema.cooldown(self.bounds, provider, model, error_type))
 
     def cache_evicted(self, name: str, count: int) -> None:
-        self.apply((_schema.cache_evicted(self.bounds, name, count),))
+        self.event(_schema.cache_evicted(self.bounds, name, count))
 
     def cache_entries(self, name: str, delta: int) -> None:
-        self.apply((_schema.cache_entries(self.bounds, name, delta),))
+        self.event(_schema.cache_entries(self.bounds, name, delta))
 
     def ratelimit_remaining(self, provider: str, model: str, kind: str, value: float) -> None:
-        self.apply((_schema.ratelimit_remaining(self.bounds, provider, model, kind, value),))
+        self.event(_schema.ratelimit_remaining(self.bounds, provider, model, kind, value))
 
 
 def _create(meter: Meter, spec: ins.InstrumentSpec) -> Callable[..., None]:
@@ -89,12 +93,16 @@ class SdkRecorder(Recorder):
         self._calls = [_create(meter, spec) for spec in ins.ALL]
         self._attrs: dict[tuple[int, tuple[Any, ...]], dict[str, Any]] = {}
 
-    def apply(self, measurements: Iterable[_schema.Measurement]) -> None:
-        cache = self._attrs
-        for index, key, value in measurements:
-            attrs = cache.get((index, key))
-            if attrs is None:
-                attrs = attributes(ins.ALL[index], key)
-                if len(cache) < _ATTRS_CACHE_LIMIT:
-                    cache[(index, key)] = attrs
-            self._calls[index](value, attrs)
+    def apply(self, measurements: _schema.Measurements) -> None:
+        for part in measurements:
+            for measurement in part:
+                self.event(measurement)
+
+    def event(self, measurement: _schema.Measurement) -> None:
+        index, key, value = measurement
+        attrs = self._attrs.get((index, key))
+        if attrs is None:
+            attrs = attributes(ins.ALL[index], key)
+            if len(self._attrs) < _ATTRS_CACHE_LIMIT:
+                self._attrs[(index, key)] = attrs
+        self._calls[index](value, attrs)

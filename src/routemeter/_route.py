@@ -158,8 +158,9 @@ def route(label: str, *, operation: str = "chat") -> Callable[[F], F]:
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                rec = _begin(label, operation)
-                if rec is None:
+                recorder = _state.recorder
+                rec = _begin(label, operation) if recorder is not None else None
+                if rec is None or recorder is None:
                     return await fn(*args, **kwargs)
                 token = current_var.set(rec)
                 try:
@@ -170,15 +171,22 @@ def route(label: str, *, operation: str = "chat") -> Callable[[F], F]:
                     raise
                 current_var.reset(token)
                 if not rec.streamed:
-                    _finish(rec)
+                    rec.end = perf_counter()
+                    recorder.commit(rec)  # commit() reports its own failures, never raises
                 return result
 
             return cast(F, async_wrapper)
 
         @functools.wraps(fn)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-            rec = _begin(label, operation)
-            if rec is None:
+            recorder = _state.recorder
+            if recorder is None:
+                return fn(*args, **kwargs)
+            rec = Request(label, operation)
+            try:
+                recorder.begin(rec)
+            except Exception as e:
+                report("request start", e)
                 return fn(*args, **kwargs)
             token = current_var.set(rec)
             try:
@@ -189,7 +197,8 @@ def route(label: str, *, operation: str = "chat") -> Callable[[F], F]:
                 raise
             current_var.reset(token)
             if not rec.streamed:
-                _finish(rec)
+                rec.end = perf_counter()
+                recorder.commit(rec)  # commit() reports its own failures, never raises
             return result
 
         return cast(F, sync_wrapper)

@@ -19,6 +19,8 @@ from routemeter._record import Request, iter_marks
 from routemeter._usage import EMPTY
 
 Measurement = tuple[int, tuple[Any, ...], float]
+Measurements = tuple[list[Measurement], list[Measurement]]
+"""Histogram observations and sum increments (counters, up-down counters)."""
 
 _INDEX: Final = {spec.name: i for i, spec in enumerate(ins.ALL)}
 SERVER_DURATION: Final = _INDEX[sc.GEN_AI_SERVER_REQUEST_DURATION]
@@ -94,99 +96,94 @@ class Keys:
         self.prices = prices
         self.attempts: dict[tuple[Any, ...], AttemptKeys] = {}
         self.decisions: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self.requested_seen = bounds.requested_models.seen
 
-    def requested(self, model: str) -> str:
-        return self.bounds.requested_models(model)
-
-    def decision(
-        self,
-        route: tuple[str, str],
-        requested: str | None,
-        provider: str,
-        model: str,
-        reason: str | None,
-    ) -> tuple[Any, ...]:
-        raw = (route, requested, provider, model, reason)
-        key = self.decisions.get(raw)
-        if key is None:
-            b = self.bounds
-            chosen = b.reasons(reason) if reason else "none"
-            key = (*route, requested, b.providers(provider), b.models(model), chosen)
-            if len(self.decisions) < self.LIMIT:
-                self.decisions[raw] = key
+    def decision(self, raw: tuple[Any, ...]) -> tuple[Any, ...]:
+        route, requested, provider, model, reason = raw
+        b = self.bounds
+        chosen = b.reasons(reason) if reason else "none"
+        key = (*route, requested, b.providers(provider), b.models(model), chosen)
+        if len(self.decisions) < self.LIMIT:
+            self.decisions[raw] = key
         return key
 
-    def attempt(self, route: tuple[str, str], raw: tuple[Any, ...]) -> AttemptKeys:
-        keys = self.attempts.get(raw)
-        if keys is None:
-            keys = AttemptKeys(self.bounds, self.prices, route, raw)
-            if len(self.attempts) < self.LIMIT:
-                self.attempts[raw] = keys
+    def attempt(self, raw: tuple[Any, ...]) -> AttemptKeys:
+        keys = AttemptKeys(self.bounds, self.prices, raw[0], raw)
+        if len(self.attempts) < self.LIMIT:
+            self.attempts[raw] = keys
         return keys
 
 
-def measurements(rec: Request, keys: Keys, *, active: bool = True) -> list[Measurement]:
-    """Everything a finished request contributes, in one pass (``active=False`` leaves out the
-    in-flight decrement, for a recorder that counts requests in flight itself)."""
+def measurements(rec: Request, keys: Keys, active: bool = True) -> Measurements:
+    """Everything a finished request contributes, in one pass: histogram observations, then
+    sum increments (``active=False`` leaves out the in-flight decrement, for a recorder that
+    counts requests in flight itself)."""
     b = keys.bounds
     end = rec.end if rec.end is not None else perf_counter()
     route = rec.route_key
     r, op = route
-    requested = keys.requested(rec.requested_model) if rec.requested_model else None
-    out: list[Measurement] = [(ACTIVE, route, -1)] if active else []
-    add = out.append
+    raw_requested = rec.requested_model
+    if raw_requested is None:
+        requested = None
+    else:
+        requested = keys.requested_seen.get(raw_requested) or b.requested_models(raw_requested)
+    observed: list[Measurement] = []
+    counted: list[Measurement] = [(ACTIVE, route, -1)] if active else []
+    observe = observed.append
+    count = counted.append
 
     d = rec.decision
     if d is not None:
         elapsed = (d.end or end) - d.start
-        add((DECISION_DURATION, route, elapsed if elapsed > 0.0 else 0.0))
+        observe((DECISION_DURATION, route, elapsed if elapsed > 0.0 else 0.0))
         if d.provider is not None and d.model is not None:
-            add((DECISIONS, keys.decision(route, requested, d.provider, d.model, d.reason), 1))
+            chosen = (route, requested, d.provider, d.model, d.reason)
+            target = keys.decisions.get(chosen) or keys.decision(chosen)
+            count((DECISIONS, target, 1))
 
     served: tuple[Any, ...] | None = None
     last: tuple[Any, ...] | None = None
     last_error: str | None = None
     output_tokens: int | None = None
     for a in rec.attempts:
-        k = keys.attempt(
-            route, (route, a.provider, a.model, a.response_model, a.server_address, a.server_port)
-        )
+        raw = (route, a.provider, a.model, a.response_model, a.server_address, a.server_port)
+        k = keys.attempts.get(raw) or keys.attempt(raw)
         base = k.base
         error = b.errors(a.error_type) if a.error_type is not None else None
         if last_error is not None and last is not None:
-            add((FALLBACKS, (r, op, base[2], base[3], last[2], last[3], last_error), 1))
+            count((FALLBACKS, (r, op, base[2], base[3], last[2], last[3], last_error), 1))
 
         elapsed = (a.end if a.end is not None else end) - a.start
         duration_key = k.duration_ok if error is None else (*k.with_attempt, error)
-        add((CLIENT_DURATION, duration_key, elapsed if elapsed > 0.0 else 0.0))
+        observe((CLIENT_DURATION, duration_key, elapsed if elapsed > 0.0 else 0.0))
 
         marks = a.chunk_marks
         if marks:
-            add((TTFC, k.with_attempt, max(marks[0] - a.start, 0.0)))
+            observe((TTFC, k.with_attempt, max(marks[0] - a.start, 0.0)))
             for gap in iter_marks(marks):
-                add((TPOC, k.with_attempt, gap))
+                observe((TPOC, k.with_attempt, gap))
 
         used = a.used
         if used is not EMPTY:
             tokens = k.tokens
             if used.input is not None:
-                add((TOKEN_USAGE, k.token_usage[0], used.input))
+                observe((TOKEN_USAGE, k.token_usage[0], used.input))
                 if used.input:
-                    add((TOKENS, tokens[0], used.input))
+                    count((TOKENS, tokens[0], used.input))
             if used.output is not None:
-                add((TOKEN_USAGE, k.token_usage[1], used.output))
+                observe((TOKEN_USAGE, k.token_usage[1], used.output))
                 if used.output:
-                    add((TOKENS, tokens[1], used.output))
+                    count((TOKENS, tokens[1], used.output))
             if used.cache_read:
-                add((TOKENS, tokens[2], used.cache_read))
+                count((TOKENS, tokens[2], used.cache_read))
             if used.cache_creation:
-                add((TOKENS, tokens[3], used.cache_creation))
+                count((TOKENS, tokens[3], used.cache_creation))
             if used.reasoning:
-                add((TOKENS, tokens[4], used.reasoning))
+                count((TOKENS, tokens[4], used.reasoning))
             if k.rates is not None and (used.input or used.output):
                 cost = k.rates.cost(used)
                 if cost:
-                    add((COST, base, cost))
+                    count((COST, base, cost))
 
         last, last_error = base, error
         if error is None:
@@ -205,21 +202,21 @@ def measurements(rec: Request, keys: Keys, *, active: bool = True) -> list[Measu
         served[4] if served is not None else None,
     )
     error_attr = b.errors(error_type) if error_type is not None else None
-    add((SERVER_DURATION, (*server, error_attr), max(end - rec.start, 0.0)))
+    observe((SERVER_DURATION, (*server, error_attr), max(end - rec.start, 0.0)))
 
     if rec.first_token is not None:
-        add((TTFT, server, max(rec.first_token - rec.start, 0.0)))
+        observe((TTFT, server, max(rec.first_token - rec.start, 0.0)))
         if error_type is None:
             after_first = (output_tokens or rec.yielded) - 1
             if after_first > 0:
-                add((TPOT, server, max(end - rec.first_token, 0.0) / after_first))
+                observe((TPOT, server, max(end - rec.first_token, 0.0) / after_first))
 
     if rec.caches:
         for name, hit in rec.caches:
-            add((CACHE_LOOKUPS, (r, b.caches(name), _HIT if hit else _MISS), 1))
+            count((CACHE_LOOKUPS, (r, b.caches(name), _HIT if hit else _MISS), 1))
     if rec.rejected:
-        add((REJECTIONS, (r, op, requested), 1))
-    return out
+        count((REJECTIONS, (r, op, requested), 1))
+    return observed, counted
 
 
 def cooldown(b: Bounds, provider: str, model: str, error_type: str | None) -> Measurement:

@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Final, NamedTuple
 
-_MAX_TOKENS: Final = 1 << 53
+MAX_TOKENS: Final = 1 << 53
 
 
 class Usage(NamedTuple):
@@ -35,8 +35,8 @@ def _get(obj: Any, key: str) -> Any:
 def tokens(value: Any) -> int | None:
     """A token count, or None for anything that is not a sane non-negative number."""
     if type(value) is int:
-        return value if 0 <= value < _MAX_TOKENS else None
-    if type(value) is float and math.isfinite(value) and 0 <= value < _MAX_TOKENS:
+        return value if 0 <= value < MAX_TOKENS else None
+    if type(value) is float and math.isfinite(value) and 0 <= value < MAX_TOKENS:
         return int(value)
     return None
 

@@ -327,7 +327,11 @@ async def run_load(
             slots.release()
             report()
 
-    limits = httpx.Limits(max_connections=config.concurrency, max_keepalive_connections=16)
+    # Idle connections expire on the client first (2 s < uvicorn's 5 s keep-alive), so a request
+    # never races the server closing the connection under it (an httpx.ReadError).
+    limits = httpx.Limits(
+        max_connections=config.concurrency, max_keepalive_connections=16, keepalive_expiry=2.0
+    )
     timeout = httpx.Timeout(config.timeout_s)
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout) as client:
         next_at = began
