@@ -12,6 +12,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import prometheus_client as pc
 from opentelemetry.sdk.metrics import MeterProvider
@@ -123,15 +124,32 @@ def prometheus_client_request() -> Callable[[], None]:
     return request
 
 
-def render_ms(series: int, repeats: int) -> float:
-    """Median time to render /metrics with ``series`` distinct model attribute sets."""
-    from prometheus_client import generate_latest
+def util_genai_attempt() -> Callable[[], None]:
+    """opentelemetry-util-genai's inference invocation: the attempt's client metrics only
+    (operation duration and token usage), with a no-op tracer."""
+    from opentelemetry.util.genai.handler import TelemetryHandler
 
+    provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    handler = TelemetryHandler(meter_provider=provider)
+
+    def request() -> None:
+        with handler.inference(
+            "openai", request_model="gpt-4o-mini", server_address="api.openai.com"
+        ) as inv:
+            inv.input_tokens = 1200
+            inv.output_tokens = 300
+
+    return request
+
+
+def _one_series_each(series: int, recorder: str) -> tuple[Any, Callable[[], None]]:
+    """routemeter set up with a Prometheus reader and ``series`` distinct attempt models."""
     routemeter.shutdown()
     handle = routemeter.setup(
         exporters="prometheus",
         prometheus_server=False,
         max_models=series,
+        recorder=recorder,
         set_global=False,
     )
 
@@ -143,14 +161,39 @@ def render_ms(series: int, repeats: int) -> float:
     for i in range(series):
         one(f"model-{i}")
     assert handle.prometheus is not None
-    registry = handle.prometheus.registry
+    return handle.prometheus.registry, routemeter.shutdown
+
+
+def render_ms(series: int, repeats: int, recorder: str) -> tuple[float, int]:
+    """Median /metrics render time and its line count with ``series`` distinct models."""
+    from prometheus_client import generate_latest
+
+    registry, done = _one_series_each(series, recorder)
     samples = []
+    lines = 0
     for _ in range(repeats):
         start = time.perf_counter()
-        generate_latest(registry)
+        lines = generate_latest(registry).count(b"\n")
         samples.append((time.perf_counter() - start) * 1e3)
-    routemeter.shutdown()
-    return statistics.median(samples)
+    done()
+    return statistics.median(samples), lines
+
+
+def memory_per_series(series: int, recorder: str) -> float:
+    """Bytes held per distinct attempt model (all its metrics' points), by tracemalloc."""
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    _, done = _one_series_each(series, recorder)
+    gc.collect()
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    grown = sum(s.size_diff for s in after.compare_to(before, "filename"))
+    done()
+    return grown / series
 
 
 def main() -> None:
@@ -164,6 +207,7 @@ def main() -> None:
         "routemeter": routed,
         "raw OTel SDK instruments": raw_sdk_request(),
         "prometheus_client labels": prometheus_client_request(),
+        "util-genai (attempt only)": util_genai_attempt(),
     }
     samples: dict[str, list[float]] = {name: [] for name in contenders}
     with capture():
@@ -176,9 +220,15 @@ def main() -> None:
     print(f"{'':28} {'µs':>9} {'vs routemeter':>14}")
     for name, us in rows.items():
         print(f"{name:28} {us:9.2f} {us / ours:13.2f}x")
-    print("\n/metrics render (median):")
+    print("\n/metrics render through the OTel Prometheus exporter (median):")
+    print(f"{'models':>6} {'lines':>7} {'aggregate ms':>13} {'sdk ms':>8}")
     for series in (100, 2000):
-        print(f"{series:>5} series  {render_ms(series, max(3, args.repeats // 2)):8.2f} ms")
+        ours, lines = render_ms(series, max(3, args.repeats // 3), "aggregate")
+        sdk, _ = render_ms(series, max(3, args.repeats // 3), "sdk")
+        print(f"{series:>6} {lines:>7} {ours:13.1f} {sdk:8.1f}")
+    print("\nmemory per distinct attempt model (all of its points):")
+    for recorder in ("aggregate", "sdk"):
+        print(f"{recorder:>10} {memory_per_series(2000, recorder) / 1024:6.1f} KiB")
 
 
 if __name__ == "__main__":

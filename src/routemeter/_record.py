@@ -7,7 +7,7 @@ raise.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextvars import ContextVar
 from time import perf_counter
 from types import TracebackType
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 MAX_CHUNK_MARKS: Final = 100_000
 _new_usage = tuple.__new__  # builds a Usage without the namedtuple's Python-level __new__
 
-current_var: ContextVar[Request | None] = ContextVar("routemeter_request", default=None)
 
 
 def error_type_of(exc: BaseException) -> str:
@@ -359,11 +358,12 @@ class _NoopRequest(Request):
 
 NOOP: Final = _NoopRequest("", "")
 
+current_var: ContextVar[Request] = ContextVar("routemeter_request", default=NOOP)
 
-def current() -> Request:
-    """The routed request in flight in this context, or a no-op record outside one."""
-    rec = current_var.get()
-    return NOOP if rec is None else rec
+current: Callable[[], Request] = current_var.get
+"""The routed request in flight in this context, or a no-op record outside one.
+
+The context variable's own ``get`` (C code, no Python frame): handlers call it per request."""
 
 
 def iter_marks(marks: list[float]) -> Iterator[float]:

@@ -202,7 +202,8 @@ def measurements(rec: Request, keys: Keys, active: bool = True) -> Measurements:
         served[4] if served is not None else None,
     )
     error_attr = b.errors(error_type) if error_type is not None else None
-    observe((SERVER_DURATION, (*server, error_attr), max(end - rec.start, 0.0)))
+    elapsed = end - rec.start
+    observe((SERVER_DURATION, (*server, error_attr), elapsed if elapsed > 0.0 else 0.0))
 
     if rec.first_token is not None:
         observe((TTFT, server, max(rec.first_token - rec.start, 0.0)))
