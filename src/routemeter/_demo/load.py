@@ -162,7 +162,7 @@ class Ledger:
             self.rejections[route] += 1
             self.server_errors[route, "429"] += 1
         elif status != 200 and attempts:
-            self.server_errors[route, attempts[-1]["outcome"]] += 1
+            self.server_errors[route, str(status)] += 1
         if facts["cache"] is not None:
             self.cache_lookups[route, facts["cache"]] += 1
         if facts["stream"] and status == 200:

@@ -423,6 +423,7 @@ def _handlers(router: Router, label: str) -> tuple[Completer, Streamer]:
             call.facts.cache_stored, call.facts.cache_evictions = router.cache.put(key, body)
             return call.reply(body)
         router.all_failed(call)
+        rec.error(502)  # what the client gets; each attempt keeps its own error.type
         return call.error_response()
 
     @routemeter.route(label)
@@ -462,6 +463,7 @@ def _handlers(router: Router, label: str) -> tuple[Completer, Streamer]:
             yield sse("[DONE]")
             return
         router.all_failed(call)
+        rec.error(502)
 
     return complete, stream
 
