@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from routemeter._config import SETTINGS, Config, ConfigError, load
 
+_READABLE = __file__  # any readable file stands in for a PEM bundle; content is unread
+
 BY_FIELD = {s.field: s for s in SETTINGS}
 DEFAULTS = {
     "disabled": False,
@@ -58,7 +60,7 @@ VALID = {
     "otlp_timeout_ms": [("2500", 2500.0), ("0.5", 0.5)],
     "otlp_compression": [("gzip", "gzip"), ("Deflate", "deflate")],
     "otlp_insecure": [("true", True), ("no", False)],
-    "otlp_certificate": [("/etc/ssl/ca.pem", "/etc/ssl/ca.pem"), (" ca.pem ", "ca.pem")],
+    "otlp_certificate": [(_READABLE, _READABLE), (f" {_READABLE} ", _READABLE)],
     "temporality": [("delta", "delta"), ("LowMemory", "lowmemory")],
     "export_interval_ms": [("1000", 1000.0), ("1e3", 1000.0)],
     "export_timeout_ms": [("0", 0.0), ("250.5", 250.5)],
@@ -412,3 +414,14 @@ def test_describe_hides_any_header_value(value):
     config = load({"OTEL_EXPORTER_OTLP_METRICS_HEADERS": f"k={secret}"})
     assert config.otlp_headers == (("k", secret),)
     assert all(secret not in cell for row in config.describe() for cell in row)
+
+
+def test_missing_certificate_file_fails_naming_variable(tmp_path):
+    """A TLS roots file that does not exist fails at load, not at the first export."""
+    missing = tmp_path / "nope.pem"
+    with pytest.raises(ConfigError, match="OTEL_EXPORTER_OTLP_CERTIFICATE") as info:
+        load({"OTEL_EXPORTER_OTLP_CERTIFICATE": str(missing)})
+    assert "readable PEM file" in str(info.value)
+    present = tmp_path / "roots.pem"
+    present.write_text("-----BEGIN CERTIFICATE-----\n")
+    assert load({"OTEL_EXPORTER_OTLP_CERTIFICATE": str(present)}).otlp_certificate == str(present)

@@ -105,6 +105,13 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+def _readable_file(raw: str) -> str:
+    value = raw.strip()
+    if not os.path.isfile(value) or not os.access(value, os.R_OK):
+        raise ValueError("allowed: the path of a readable PEM file")
+    return value
+
+
 def _endpoint(raw: str) -> str:
     value = raw.strip()
     if not value.startswith(("http://", "https://")):
@@ -160,7 +167,7 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             None, _bool, "grpc without TLS when the endpoint has no scheme to say so."),
     Setting("otlp_certificate",
             ("OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE", "OTEL_EXPORTER_OTLP_CERTIFICATE"),
-            None, _text, "PEM file of trusted roots for the Collector's TLS certificate."),
+            None, _readable_file, "PEM file of trusted roots for the Collector's TLS certificate."),
     Setting("temporality", ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",),
             "cumulative", _choice(TEMPORALITIES),
             "OTLP temporality: `cumulative`, `delta` or `lowmemory` (spec semantics)."),
