@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import string
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from routemeter._config import SETTINGS, Config, ConfigError, load
 
 _READABLE = __file__  # any readable file stands in for a PEM bundle; content is unread
+_OTHER_READABLE = str(Path(__file__).with_name("conftest.py"))
 
 BY_FIELD = {s.field: s for s in SETTINGS}
 DEFAULTS = {
@@ -60,7 +62,7 @@ VALID = {
     "otlp_timeout_ms": [("2500", 2500.0), ("0.5", 0.5)],
     "otlp_compression": [("gzip", "gzip"), ("Deflate", "deflate")],
     "otlp_insecure": [("true", True), ("no", False)],
-    "otlp_certificate": [(_READABLE, _READABLE), (f" {_READABLE} ", _READABLE)],
+    "otlp_certificate": [(_READABLE, _READABLE), (f" {_OTHER_READABLE} ", _OTHER_READABLE)],
     "temporality": [("delta", "delta"), ("LowMemory", "lowmemory")],
     "export_interval_ms": [("1000", 1000.0), ("1e3", 1000.0)],
     "export_timeout_ms": [("0", 0.0), ("250.5", 250.5)],
