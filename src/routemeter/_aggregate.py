@@ -42,17 +42,13 @@ from routemeter._pricing import Prices
 from routemeter._record import Request
 from routemeter._recorder import Recorder, attributes
 
-_HIST: Final = 0
-_SUM: Final = 1
-_GAUGE: Final = 2
-_CODES: Final = {"histogram": _HIST, "counter": _SUM, "updowncounter": _SUM, "gauge": _GAUGE}
 _SDK_CLASS_NAME: Final = {
     "histogram": "Histogram",
     "counter": "Counter",
     "updowncounter": "UpDownCounter",
     "gauge": "Gauge",
 }
-OVERFLOW: Final = ("__routemeter_overflow__",)
+OVERFLOW: Final = (object(),)
 """Key of the one point that takes every attribute set beyond the cardinality limit."""
 _OVERFLOW_ATTRIBUTES: Final = {"otel.metric.overflow": True}
 
@@ -117,19 +113,17 @@ class Store:
             state = points.get(key)
             if state is not None:
                 return state
-        if _KIND_CODES[index] == _HIST:
-            state = [0, 0, inf, -inf] + [0] * (len(_BOUNDS[index]) + 1)
-        else:
-            state = [0]
+        buckets = len(_BOUNDS[index]) + 1
+        state = [0, 0, inf, -inf] + [0] * buckets if _IS_HISTOGRAM[index] else [0]
         points[key] = state
         self.starts[index][key] = time_ns()
         return state
 
 
-_KIND_CODES: Final = tuple(_CODES[spec.kind] for spec in ins.ALL)
+_IS_HISTOGRAM: Final = tuple(spec.kind == "histogram" for spec in ins.ALL)
 _GAUGE_INDEX: Final = _schema.RATELIMIT_REMAINING
 _ACTIVE_INDEX: Final = _schema.ACTIVE
-assert [i for i, c in enumerate(_KIND_CODES) if c == _GAUGE] == [_GAUGE_INDEX]
+assert [i for i, s in enumerate(ins.ALL) if s.kind == "gauge"] == [_GAUGE_INDEX]
 _BOUNDS: Final = tuple(spec.buckets or () for spec in ins.ALL)
 
 
@@ -199,9 +193,8 @@ def _metric(
 ) -> Metric | None:
     if not points:
         return None
-    code = _KIND_CODES[index]
     data: Any
-    if code == _HIST:
+    if spec.kind == "histogram":
         bounds = list(_BOUNDS[index])
         data = HistogramData(
             data_points=[
@@ -230,7 +223,7 @@ def _metric(
             )
             for key, state, start in points
         ]
-        if code == _GAUGE:
+        if spec.kind == "gauge":
             data = GaugeData(data_points=number_points)
         else:
             data = SumData(
