@@ -243,3 +243,15 @@ def test_recorder_failure_never_reaches_handler(metrics: Capture, monkeypatch, c
     failures = [r for r in caplog.records if "commit failed" in r.getMessage()]
     assert len(failures) == 1
     assert _errors.counts["commit"] == 3
+
+
+def test_untimed_choice_counts_decision_without_duration(metrics: Capture):
+    """rec.choose() without decide() counts the decision and observes no 0 s duration."""
+
+    @routemeter.route("default")
+    def handle() -> None:
+        routemeter.current().choose("openai", "gpt-4o-mini", "cheap")
+
+    handle()
+    assert metrics.value("llm.router.decisions", {"llm.router.reason": "cheap"}) == 1
+    assert metrics.points("llm.router.decision.duration") == []

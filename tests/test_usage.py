@@ -575,6 +575,12 @@ USAGE_KEYS = [
     "outputTokens",
     "cacheReadInputTokens",
     "cacheWriteInputTokens",
+    "response",
+    "metadata",
+    "toolUsePromptTokenCount",
+    "tool_use_prompt_token_count",
+    "cache_creation_tokens",
+    "cache_write_tokens",
 ]
 scalars = (
     st.none()
@@ -602,6 +608,8 @@ responses = (
     | st.builds(lambda b: SimpleNamespace(usage=SimpleNamespace(**b)), block)
     | st.builds(lambda b: {"type": "message_start", "message": {"usage": b}}, block)
     | st.builds(lambda b: {"usageMetadata": b}, block)
+    | st.builds(lambda b: {"type": "response.completed", "response": {"usage": b}}, block)
+    | st.builds(lambda b: {"metadata": {"usage": b}}, block)
 )
 HUGE = MAX - 1
 
@@ -619,3 +627,156 @@ def test_extract_never_raises_and_stays_in_range(response):
         assert value is None or (type(value) is int and 0 <= value < MAX), usage
     model = response_model(response)
     assert model is None or type(model) is str
+
+
+# Streams that carry usage only in their last event, and shapes added for LiteLLM and Gemini.
+OPENAI_RESPONSES_STREAM = [
+    {"type": "response.created", "response": {"id": "resp_1", "model": "gpt-5", "usage": None}},
+    {"type": "response.output_text.delta", "delta": "Hi", "item_id": "msg_1"},
+    {
+        "type": "response.completed",
+        "sequence_number": 9,
+        "response": {
+            "id": "resp_1",
+            "object": "response",
+            "model": "gpt-5-2025-08-07",
+            "status": "completed",
+            "usage": {
+                "input_tokens": 1200,
+                "input_tokens_details": {"cached_tokens": 1024},
+                "output_tokens": 300,
+                "output_tokens_details": {"reasoning_tokens": 256},
+                "total_tokens": 1500,
+            },
+        },
+    },
+]
+BEDROCK_CONVERSE_STREAM = [
+    {"messageStart": {"role": "assistant"}},
+    {"contentBlockDelta": {"delta": {"text": "Hi"}, "contentBlockIndex": 0}},
+    {"contentBlockStop": {"contentBlockIndex": 0}},
+    {"messageStop": {"stopReason": "end_turn"}},
+    {
+        "metadata": {
+            "usage": {
+                "inputTokens": 20,
+                "outputTokens": 9,
+                "totalTokens": 529,
+                "cacheReadInputTokens": 500,
+                "cacheWriteInputTokens": 0,
+            },
+            "metrics": {"latencyMs": 410},
+        }
+    },
+]
+GEMINI_TOOL_USE = {
+    "candidates": [{"content": {"role": "model", "parts": [{"text": "Found it."}]}}],
+    "usageMetadata": {
+        "promptTokenCount": 100,
+        "candidatesTokenCount": 40,
+        "toolUsePromptTokenCount": 250,
+        "thoughtsTokenCount": 60,
+        "totalTokenCount": 450,
+    },
+    "modelVersion": "gemini-2.5-flash",
+}
+GEMINI_STREAM = [  # every chunk repeats the running usageMetadata; the last one is final
+    {"candidates": [], "usageMetadata": {"promptTokenCount": 100, "candidatesTokenCount": 2}},
+    {"candidates": [], "usageMetadata": {"promptTokenCount": 100, "candidatesTokenCount": 9}},
+    {
+        "candidates": [],
+        "usageMetadata": {
+            "promptTokenCount": 100,
+            "candidatesTokenCount": 17,
+            "totalTokenCount": 117,
+        },
+    },
+]
+LITELLM_ANTHROPIC = {  # litellm.ModelResponse for a cached Anthropic call, as a dict
+    "model": "claude-sonnet-4-5-20250929",
+    "usage": {
+        "prompt_tokens": 9225,  # LiteLLM adds cache reads and writes in, like OpenAI
+        "completion_tokens": 410,
+        "total_tokens": 9635,
+        "prompt_tokens_details": {"cached_tokens": 8000, "cache_creation_tokens": 1200},
+        "cache_creation_input_tokens": 1200,
+        "cache_read_input_tokens": 8000,
+    },
+}
+
+
+@BOTH
+def test_openai_responses_stream_reads_usage_from_response_completed(shape):
+    """Responses API streams: only response.completed's nested response carries usage."""
+    events = [shape(e) for e in OPENAI_RESPONSES_STREAM]
+    assert [extract(e) for e in events[:-1]] == [EMPTY, EMPTY]
+    assert reduce(merge, map(extract, events), EMPTY) == Usage(1200, 300, 1024, None, 256)
+    assert response_model(events[-1]) == "gpt-5-2025-08-07"
+
+
+@BOTH
+def test_bedrock_converse_stream_reads_usage_from_the_metadata_event(shape):
+    """Bedrock ConverseStream's closing metadata event carries the usage."""
+    events = [shape(e) for e in BEDROCK_CONVERSE_STREAM]
+    assert [extract(e) for e in events[:-1]] == [EMPTY] * 4
+    assert reduce(merge, map(extract, events), EMPTY) == Usage(520, 9, 500, 0, None)
+
+
+@BOTH
+def test_gemini_tool_use_prompt_tokens_count_as_input(shape):
+    """Gemini's toolUsePromptTokenCount is input outside promptTokenCount: it is added in."""
+    assert extract(shape(GEMINI_TOOL_USE)) == Usage(350, 100, None, None, 60)
+
+
+def test_gemini_snake_case_tool_use_prompt_tokens():
+    """The google-genai SDK's tool_use_prompt_token_count is read like the camelCase one."""
+    block = {
+        "prompt_token_count": 10,
+        "candidates_token_count": 2,
+        "tool_use_prompt_token_count": 5,
+    }
+    assert from_usage_block(block) == Usage(15, 2, None, None, None)
+
+
+def test_gemini_stream_running_totals_end_with_the_last_chunk():
+    """Gemini streams repeat running totals in every chunk: the fold is the last chunk's."""
+    assert reduce(merge, map(extract, GEMINI_STREAM), EMPTY) == Usage(100, 17, None, None, None)
+
+
+@BOTH
+def test_litellm_usage_keeps_cache_writes(shape):
+    """LiteLLM's normalised usage yields cache reads and writes without double counting."""
+    assert extract(shape(LITELLM_ANTHROPIC)) == Usage(9225, 410, 8000, 1200, None)
+    only_top_level = {
+        "usage": {"prompt_tokens": 50, "completion_tokens": 5, "cache_creation_input_tokens": 30}
+    }
+    assert extract(shape(only_top_level)) == Usage(50, 5, None, 30, None)
+
+
+def test_responses_and_metadata_keys_without_usage_are_empty():
+    """A nested response or metadata without a usage block gives EMPTY, never a guess."""
+    for response in (
+        {"response": None},
+        {"response": {"id": "resp_1"}},
+        {"metadata": {"user_id": "abc"}},
+        {"metadata": "x"},
+        SimpleNamespace(response=SimpleNamespace(status_code=200)),
+    ):
+        assert extract(response) == EMPTY
+
+
+@pytest.mark.parametrize(
+    ("payload", "provider", "flavor"),
+    [
+        pytest.param(GEMINI_TOOL_USE, "google", "default", id="gemini-tool-use"),
+        pytest.param(
+            OPENAI_RESPONSES_STREAM[-1]["response"], "openai", "responses", id="responses"
+        ),
+    ],
+)
+def test_new_shapes_agree_with_genai_prices_extractors(payload, provider, flavor):
+    """The added shapes count input, output and cache reads as genai-prices' extractors do."""
+    theirs = genai_prices.extract_usage(payload, provider_id=provider, api_flavor=flavor).usage
+    ours = extract(payload)
+    assert (ours.input, ours.output) == (theirs.input_tokens, theirs.output_tokens)
+    assert (ours.cache_read or 0) == (theirs.cache_read_tokens or 0)

@@ -11,10 +11,11 @@ library that just decorates its handlers stays cheap (and a no-op) until an appl
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from routemeter._config import Config, ConfigError
 from routemeter._events import cache_entries, cache_evicted, cooldown, ratelimit_remaining
+from routemeter._ratelimit import ratelimit_from_headers
 from routemeter._record import Attempt, Decision, Request, current
 from routemeter._route import route
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
     from routemeter._asgi import ASGIApp
     from routemeter._setup import Handle
+    from routemeter._stats import Stats
 
 __all__ = [
     "Attempt",
@@ -32,15 +34,18 @@ __all__ = [
     "Decision",
     "Handle",
     "Request",
+    "Stats",
     "cache_entries",
     "cache_evicted",
     "cooldown",
     "current",
     "instrument_app",
+    "ratelimit_from_headers",
     "ratelimit_remaining",
     "route",
     "setup",
     "shutdown",
+    "stats",
 ]
 
 
@@ -60,8 +65,9 @@ def setup(
     return _setup(readers=readers, meter_provider=meter_provider, set_global=set_global, **settings)
 
 
-def shutdown(timeout_s: float = 5.0) -> None:
-    """Flush every reader and stop the /metrics server; safe to call twice."""
+def shutdown(timeout_s: float | None = None) -> None:
+    """Flush every reader and stop the /metrics server; safe to call twice. Returns within
+    ``timeout_s`` (default ``ROUTEMETER_SHUTDOWN_TIMEOUT``, 5 s) even if the Collector is down."""
     from routemeter._setup import shutdown as _shutdown
 
     _shutdown(timeout_s)
@@ -74,9 +80,21 @@ def instrument_app(app: ASGIApp, *, metrics_path: str | None = None) -> ASGIApp:
     return _instrument_app(app, metrics_path=metrics_path)
 
 
+def stats(*, since: Literal["start", "previous"] = "start") -> Stats:
+    """Per route, provider and model: requests, errors, latency percentiles, tokens, cost,
+    fallbacks and cache hits, since start or since the previous call. See docs/stats.md."""
+    from routemeter._stats import stats as _stats
+
+    return _stats(since=since)
+
+
 def __getattr__(name: str) -> Any:
     if name == "Handle":
         from routemeter._setup import Handle
 
         return Handle
+    if name == "Stats":
+        from routemeter._stats import Stats
+
+        return Stats
     raise AttributeError(f"module 'routemeter' has no attribute {name!r}")

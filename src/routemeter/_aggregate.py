@@ -169,6 +169,16 @@ class View:
 
 Snapshot = list[tuple[tuple[Any, ...], list[Any], int]]
 
+_INT64_MAX: Final = 2**63 - 1
+
+
+def _int64(value: Any) -> Any:
+    """An int sum saturates at OTLP's int64 range: one value beyond it would make every later
+    export of the whole collection fail to encode."""
+    if type(value) is int and not -_INT64_MAX - 1 <= value <= _INT64_MAX:
+        return _INT64_MAX if value > 0 else -_INT64_MAX - 1
+    return value
+
 
 def _snapshot_one(store: Store, index: int) -> Snapshot:
     starts = store.starts[index]
@@ -219,7 +229,7 @@ def _metric(
                 attributes=_attrs(spec, key),
                 start_time_unix_nano=interval_start or start,
                 time_unix_nano=now,
-                value=state[0],
+                value=_int64(state[0]),
             )
             for key, state, start in points
         ]

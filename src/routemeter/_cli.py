@@ -1,5 +1,5 @@
 """``routemeter`` command line: ``config`` shows the effective configuration, ``demo`` runs the
-demo router under load."""
+demo router under load, ``top`` watches any routemeter /metrics endpoint."""
 
 from __future__ import annotations
 
@@ -40,11 +40,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run the demo LLM router under load (see `routemeter demo --help`)",
         add_help=False,
     )
+    commands.add_parser(
+        "top",
+        help="a live table of a routemeter /metrics endpoint (see `routemeter top --help`)",
+        add_help=False,
+    )
     args, rest = parser.parse_known_args(argv)
     if args.command == "demo":
         from routemeter._demo import cli
 
         return int(cli(rest))
+    if args.command == "top":
+        try:
+            from routemeter._top import cli as top
+        except ImportError as e:
+            print(
+                f"routemeter top needs rich ({e.name} is missing): pip install 'routemeter[top]'",
+                file=sys.stderr,
+            )
+            return 2
+        return int(top(rest))
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return int(args.run(args))

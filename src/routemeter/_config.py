@@ -105,6 +105,19 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+MIN_TOKEN_LENGTH: Final = 16
+
+
+def _token(raw: str) -> str:
+    value = raw.strip()
+    if len(value) < MIN_TOKEN_LENGTH or not all("!" <= c <= "~" for c in value):
+        raise ValueError(
+            f"allowed: {MIN_TOKEN_LENGTH} or more visible ASCII characters without spaces"
+            " (for instance from `openssl rand -hex 32`)"
+        )
+    return value
+
+
 def _readable_file(raw: str) -> str:
     value = raw.strip()
     if not os.path.isfile(value) or not os.access(value, os.R_OK):
@@ -147,6 +160,15 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             " (`instrument_app`) and needs no second port."),
     Setting("metrics_path", ("ROUTEMETER_METRICS_PATH",), "/metrics", _path,
             "Path `instrument_app` serves the Prometheus exposition on."),
+    Setting("metrics_token", ("ROUTEMETER_METRICS_TOKEN",), None, _token,
+            "Bearer token both `/metrics` endpoints (standalone and mounted) require:"
+            " `Authorization: Bearer <token>`, else 401. At least 16 visible ASCII characters;"
+            " never printed.", secret=True),
+    Setting("prometheus_worker_ports", ("ROUTEMETER_PROMETHEUS_WORKER_PORTS",), 1,
+            _int_range(1, 1024),
+            "Consecutive ports from `OTEL_EXPORTER_PROMETHEUS_PORT` the standalone server may"
+            " take, the first free one wins: set it to the worker count of a multi-process"
+            " server so each worker serves its own `/metrics`, and scrape every port."),
     Setting("otlp_protocol",
             ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"),
             "http/protobuf", _choice(PROTOCOLS), "OTLP transport: `grpc` or `http/protobuf`."),
@@ -175,6 +197,10 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             "Milliseconds between periodic exports (otlp, console)."),
     Setting("export_timeout_ms", ("OTEL_METRIC_EXPORT_TIMEOUT",), 30_000.0, _millis,
             "Milliseconds one periodic export may take."),
+    Setting("shutdown_timeout_ms", ("ROUTEMETER_SHUTDOWN_TIMEOUT",), 5_000.0, _millis,
+            "Milliseconds the exit paths may spend flushing: the lifespan flush of"
+            " `instrument_app`, `shutdown()` without an argument and the interpreter-exit hook."
+            " A dead Collector cannot hold the process longer."),
     Setting("cardinality_limit", ("ROUTEMETER_CARDINALITY_LIMIT",), 2000,
             _int_range(1, 1_000_000),
             "Attribute sets per metric stream before new ones fold into"
@@ -208,6 +234,8 @@ class Config:
     prometheus_port: int
     prometheus_server: bool
     metrics_path: str
+    metrics_token: str | None
+    prometheus_worker_ports: int
     otlp_protocol: str
     otlp_endpoint: str | None
     otlp_headers: tuple[tuple[str, str], ...]
@@ -218,6 +246,7 @@ class Config:
     temporality: str
     export_interval_ms: float
     export_timeout_ms: float
+    shutdown_timeout_ms: float
     cardinality_limit: int
     recorder: str
     models: tuple[str, ...]
@@ -245,7 +274,9 @@ class Config:
         rows = []
         for s in SETTINGS:
             value: Any = getattr(self, s.field)
-            if s.secret and value:
+            if s.secret and isinstance(value, str):
+                shown = "<redacted>"
+            elif s.secret and value:
                 shown = ",".join(f"{k}=<redacted>" for k, _ in value)
             elif s.field == "otlp_endpoint" and value:
                 shown = _without_userinfo(value)
@@ -286,7 +317,10 @@ def _check_argument(setting: Setting, value: Any) -> Any:
     try:
         return setting.parse(raw)
     except ValueError as e:
-        raise ConfigError(f"setup({setting.field}={value!r}) is not valid: {e}") from None
+        # a malformed header list is shown so it can be fixed; a token never is
+        hidden = setting.secret and not isinstance(setting.default, tuple)
+        shown = "<redacted>" if hidden else repr(value)
+        raise ConfigError(f"setup({setting.field}={shown}) is not valid: {e}") from None
 
 
 def load(env: Mapping[str, str] | None = None, **arguments: Any) -> Config:

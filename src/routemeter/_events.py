@@ -3,8 +3,16 @@ headroom. Each records at once; like everything else here, none of them can rais
 
 from __future__ import annotations
 
+import math
+from typing import Final
+
 from routemeter import _state
 from routemeter._errors import report
+
+MAX_COUNT: Final = 1 << 32
+"""Largest count or size change one event may report. Sums are exported as OTLP int64: a
+single larger value could make every later export fail to encode, and no real cache moves
+4 billion entries at once."""
 
 
 def cooldown(provider: str, model: str, error_type: str | None = None) -> None:
@@ -20,7 +28,7 @@ def cooldown(provider: str, model: str, error_type: str | None = None) -> None:
 def cache_evicted(name: str, count: int = 1) -> None:
     """``count`` entries left the cache ``name`` (``llm.router.cache.evictions``)."""
     recorder = _state.recorder
-    if recorder is not None and type(count) is int and count > 0:
+    if recorder is not None and type(count) is int and 0 < count < MAX_COUNT:
         try:
             recorder.cache_evicted(name, count)
         except Exception as e:
@@ -30,7 +38,7 @@ def cache_evicted(name: str, count: int = 1) -> None:
 def cache_entries(name: str, delta: int) -> None:
     """The cache ``name`` grew (positive) or shrank (negative) by ``delta`` entries."""
     recorder = _state.recorder
-    if recorder is not None and type(delta) is int and delta:
+    if recorder is not None and type(delta) is int and delta and -MAX_COUNT < delta < MAX_COUNT:
         try:
             recorder.cache_entries(name, delta)
         except Exception as e:
@@ -50,7 +58,14 @@ def ratelimit_remaining(
         return
     try:
         for kind, value in (("requests", requests), ("tokens", tokens)):
-            if type(value) in (int, float) and value == value and value >= 0:  # type: ignore[operator]
+            if _headroom(value):
                 recorder.ratelimit_remaining(provider, model, kind, float(value))  # type: ignore[arg-type]
     except Exception as e:
         report("rate-limit headroom", e)
+
+
+def _headroom(value: object) -> bool:
+    """A finite, non-negative number (NaN, infinities and ints beyond a double are not)."""
+    if type(value) is int:
+        return 0 <= value < MAX_COUNT * MAX_COUNT
+    return type(value) is float and 0.0 <= value < math.inf

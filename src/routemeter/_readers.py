@@ -7,8 +7,9 @@ the ``opentelemetry_metrics_exporter`` entry-point group, so third-party exporte
 
 from __future__ import annotations
 
-import ipaddress
+import errno
 import logging
+import socket
 import threading
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -32,6 +33,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 
 from routemeter._config import BUILTIN_EXPORTERS, Config, ConfigError
+from routemeter._endpoint import CHALLENGE, TOKEN_HINT, UNAUTHORIZED_BODY, authorized, is_loopback
 
 _log = logging.getLogger("routemeter")
 
@@ -95,7 +97,7 @@ class PrometheusEndpoint:
 
 def prometheus(config: Config) -> PrometheusEndpoint:
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry
 
     registry = CollectorRegistry(auto_describe=True)
     reader = PrometheusMetricReader(
@@ -103,34 +105,84 @@ def prometheus(config: Config) -> PrometheusEndpoint:
     )
     endpoint = PrometheusEndpoint(registry, reader)
     if config.prometheus_server:
-        host, port = config.prometheus_host, config.prometheus_port
         try:
-            endpoint.server, endpoint.thread = start_http_server(port, addr=host, registry=registry)
-        except OSError as e:
+            endpoint.server, endpoint.thread = _serve_first_free(config, registry)
+        except BaseException:
             reader.shutdown()
-            raise ConfigError(
-                f"OTEL_EXPORTER_PROMETHEUS_HOST/PORT={host}:{port} cannot be served: {e.strerror};"
-                " allowed: a free port on a local address (0 picks one), or"
-                " ROUTEMETER_PROMETHEUS_SERVER=false when the app mounts /metrics"
-            ) from None
-        if not _is_loopback(host):
+            raise
+        host, port = endpoint.address or (config.prometheus_host, config.prometheus_port)
+        if not is_loopback(config.prometheus_host) and config.metrics_token is None:
             _log.warning(
                 "routemeter: /metrics is served on %s:%s, beyond loopback and without"
-                " authentication; bind OTEL_EXPORTER_PROMETHEUS_HOST=127.0.0.1 unless a network"
-                " policy protects it",
+                " authentication; %s, or bind OTEL_EXPORTER_PROMETHEUS_HOST=127.0.0.1",
                 host,
                 port,
+                TOKEN_HINT,
             )
     return endpoint
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+def _serve_first_free(config: Config, registry: Any) -> tuple[Any, threading.Thread]:
+    """Serve ``registry`` on the first free port of ``prometheus_worker_ports`` from
+    ``prometheus_port``: one port per worker process when several share the configuration."""
+    host, first = config.prometheus_host, config.prometheus_port
+    span = 1 if first == 0 else min(config.prometheus_worker_ports, 65536 - first)
+    busy: OSError | None = None
+    for port in range(first, first + span):
+        try:
+            return _serve(host, port, registry, config.metrics_token)
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE:
+                raise ConfigError(
+                    f"OTEL_EXPORTER_PROMETHEUS_HOST/PORT={host}:{port} cannot be served:"
+                    f" {e.strerror or e}; allowed: a free port on a local address (0 picks one),"
+                    " or ROUTEMETER_PROMETHEUS_SERVER=false when the app mounts /metrics"
+                ) from None
+            busy = e
+    ports = str(first) if span == 1 else f"{first}-{first + span - 1}"
+    raise ConfigError(
+        f"OTEL_EXPORTER_PROMETHEUS_HOST/PORT={host}:{ports} cannot be served:"
+        f" {(busy.strerror if busy else None) or 'address already in use'}. Another process"
+        " holds it: with several worker processes (uvicorn --workers, gunicorn -w) each needs"
+        " its own port, so set ROUTEMETER_PROMETHEUS_WORKER_PORTS to the worker count (and"
+        " scrape every port) or push OTLP (OTEL_METRICS_EXPORTER=otlp); allowed: a free port"
+        " (0 picks one), or ROUTEMETER_PROMETHEUS_SERVER=false when the app mounts /metrics"
+    ) from None
+
+
+def _serve(host: str, port: int, registry: Any, token: str | None) -> tuple[Any, threading.Thread]:
+    """prometheus_client's ``start_wsgi_server``, with the bearer-token check in front."""
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from prometheus_client import make_wsgi_app
+    from prometheus_client.exposition import ThreadingWSGIServer
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    family, _, _, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+
+    class Server(ThreadingWSGIServer):
+        address_family = family
+
+    exposition = make_wsgi_app(registry)
+
+    def guarded(environ: dict[str, Any], start_response: Any) -> Any:
+        if token is not None and not authorized(environ.get("HTTP_AUTHORIZATION"), token):
+            start_response(
+                "401 Unauthorized",
+                [("WWW-Authenticate", CHALLENGE), ("Content-Type", "text/plain; charset=utf-8")],
+            )
+            return [UNAUTHORIZED_BODY]
+        return exposition(environ, start_response)
+
+    httpd = make_server(str(address[0]), port, guarded, Server, handler_class=Quiet)
+    thread = threading.Thread(target=httpd.serve_forever, name="routemeter-metrics", daemon=True)
+    thread.start()
+    return httpd, thread
 
 
 def otlp_exporter(config: Config) -> MetricExporter:

@@ -23,7 +23,6 @@ MAX_CHUNK_MARKS: Final = 100_000
 _new_usage = tuple.__new__  # builds a Usage without the namedtuple's Python-level __new__
 
 
-
 def error_type_of(exc: BaseException) -> str:
     """semconv ``error.type``: the HTTP status a provider error carries, else the class name."""
     try:
@@ -175,9 +174,10 @@ class Attempt:
 class Decision:
     """The routing decision; as a context manager it also times the routing logic."""
 
-    __slots__ = ("end", "model", "provider", "reason", "start")
+    __slots__ = ("end", "model", "provider", "reason", "start", "timed")
 
-    def __init__(self) -> None:
+    def __init__(self, timed: bool = True) -> None:
+        self.timed = timed
         self.start = perf_counter()
         self.end: float | None = None
         self.provider: str | None = None
@@ -247,9 +247,11 @@ class Request:
         return d
 
     def choose(self, provider: str, model: str, reason: str | None = None) -> None:
-        """Record the routing decision without timing the logic that made it."""
-        d = self.decision or self.decide()
-        d.end = d.end or d.start
+        """Record the routing decision without timing the logic that made it (no
+        ``llm.router.decision.duration`` observation: a zero would drag its percentiles)."""
+        d = self.decision
+        if d is None:
+            self.decision = d = Decision(timed=False)
         d.choose(provider, model, reason)
 
     def attempt(
@@ -269,7 +271,11 @@ class Request:
         caches = self.caches
         if caches is None:
             self.caches = caches = []
-        caches.append((name, bool(hit)))
+        try:
+            hit = bool(hit)
+        except Exception:  # a value with no truth (its __bool__ raises): a miss
+            hit = False
+        caches.append((name, hit))
 
     def error(self, error_type: str | int | BaseException) -> None:
         """Mark the request failed when the handler answers an error without raising."""

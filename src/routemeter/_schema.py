@@ -114,6 +114,14 @@ class Keys:
         return keys
 
 
+def _plain(raw: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``raw`` with every value that is not a str, an int or None replaced by ``_OTHER``, so a
+    request whose handler passed unhashable or hostile objects is still counted (rarely taken:
+    the lookups above fail only on such values)."""
+    route, *values = raw
+    return (route, *(v if v is None or type(v) in (str, int) else sc.OTHER for v in values))
+
+
 def measurements(rec: Request, keys: Keys, active: bool = True) -> Measurements:
     """Everything a finished request contributes, in one pass: histogram observations, then
     sum increments (``active=False`` leaves out the in-flight decrement, for a recorder that
@@ -134,11 +142,15 @@ def measurements(rec: Request, keys: Keys, active: bool = True) -> Measurements:
 
     d = rec.decision
     if d is not None:
-        elapsed = (d.end or end) - d.start
-        observe((DECISION_DURATION, route, elapsed if elapsed > 0.0 else 0.0))
+        if d.timed:
+            elapsed = (d.end or end) - d.start
+            observe((DECISION_DURATION, route, elapsed if elapsed > 0.0 else 0.0))
         if d.provider is not None and d.model is not None:
             chosen = (route, requested, d.provider, d.model, d.reason)
-            target = keys.decisions.get(chosen) or keys.decision(chosen)
+            try:
+                target = keys.decisions.get(chosen) or keys.decision(chosen)
+            except Exception:  # a value that cannot be hashed or tested: it becomes _OTHER
+                target = keys.decision(_plain(chosen))
             count((DECISIONS, target, 1))
 
     served: tuple[Any, ...] | None = None
@@ -147,7 +159,10 @@ def measurements(rec: Request, keys: Keys, active: bool = True) -> Measurements:
     output_tokens: int | None = None
     for a in rec.attempts:
         raw = (route, a.provider, a.model, a.response_model, a.server_address, a.server_port)
-        k = keys.attempts.get(raw) or keys.attempt(raw)
+        try:
+            k = keys.attempts.get(raw) or keys.attempt(raw)
+        except Exception:  # a value that cannot be hashed or tested: it becomes _OTHER
+            k = keys.attempt(_plain(raw))
         base = k.base
         error = b.errors(a.error_type) if a.error_type is not None else None
         if last_error is not None and last is not None:

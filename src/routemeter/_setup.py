@@ -6,7 +6,9 @@ handle, and ``shutdown()`` flushes every reader and stops the /metrics server.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Sequence
@@ -15,12 +17,14 @@ from importlib.metadata import version
 from typing import Any
 
 from opentelemetry import metrics
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import Meter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from prometheus_client import CollectorRegistry
 
 from routemeter import _readers, _state
 from routemeter._aggregate import AggregateRecorder
@@ -47,6 +51,8 @@ class Handle:
     prometheus: _readers.PrometheusEndpoint | None = None
     owns_provider: bool = False
     readers: list[MetricReader] = field(default_factory=list)
+    stats_registry: Any = None
+    """A private registry ``stats()`` reads when no Prometheus exporter was asked for."""
     _closed: bool = False
 
     @property
@@ -58,15 +64,39 @@ class Handle:
         host, port = address
         return f"http://{host}:{port}/metrics"
 
-    def force_flush(self, timeout_s: float = 5.0) -> bool:
+    def _timeout_s(self, timeout_s: float | None) -> float:
+        """An explicit timeout, else ``ROUTEMETER_SHUTDOWN_TIMEOUT``."""
+        return self.config.shutdown_timeout_ms / 1000 if timeout_s is None else timeout_s
+
+    def force_flush(self, timeout_s: float | None = None) -> bool:
+        """Export now through every push reader. Pull readers are skipped: a collect outside a
+        scrape makes the Prometheus exporter render every family twice at the next scrape."""
         if self.meter_provider is None or not self.owns_provider:
             return True
-        return bool(self.meter_provider.force_flush(timeout_millis=timeout_s * 1000))
+        timeout_s = self._timeout_s(timeout_s)
+        done: list[bool] = []
 
-    def shutdown(self, timeout_s: float = 5.0) -> None:
+        def flush() -> None:
+            ok = True
+            for reader in self.readers:
+                if not isinstance(reader, PrometheusMetricReader):
+                    ok = reader.force_flush(timeout_millis=timeout_s * 1000) and ok
+            done.append(ok)
+
+        # The OTLP exporters wait their own timeout (OTEL_EXPORTER_OTLP_TIMEOUT) whatever the
+        # flush's: a daemon thread bounds the wait, and cannot hold the interpreter's exit.
+        thread = threading.Thread(target=flush, name="routemeter-flush", daemon=True)
+        thread.start()
+        thread.join(timeout_s)
+        return bool(done and done[0])
+
+    def shutdown(self, timeout_s: float | None = None) -> None:
+        """Stop the /metrics server and flush every reader, within ``timeout_s`` (default
+        ``ROUTEMETER_SHUTDOWN_TIMEOUT``) even when the Collector does not answer."""
         if self._closed:
             return
         self._closed = True
+        timeout_s = self._timeout_s(timeout_s)
         if _state.recorder is self.recorder:
             _state.recorder = None
         if self.prometheus is not None:
@@ -114,6 +144,13 @@ def _prices(config: Config) -> Prices:
             " allowed: a JSON or TOML file with a 'models' list of"
             " {model, provider?, input_mtok, output_mtok, cache_read_mtok?, cache_write_mtok?}"
         ) from None
+
+
+def _resource(config: Config) -> Resource:
+    """The Resource from the environment (``service.instance.id`` is per process)."""
+    if config.service_name:
+        return Resource.create({SERVICE_NAME: config.service_name})
+    return Resource.create()
 
 
 def _meter(provider: MeterProvider, scope: InstrumentationScope) -> Meter:
@@ -166,11 +203,19 @@ def setup(
         else:
             built, endpoint = _readers.build(config)
             all_readers = [*built, *readers]
-            resource = (
-                Resource.create({SERVICE_NAME: config.service_name})
-                if config.service_name
-                else Resource.create()
-            )
+            stats_registry = None
+            if endpoint is None and config.recorder == "aggregate":
+                # stats() reads a registry: a private one costs nothing per request here, as the
+                # aggregate recorder's readers share its store (an SDK reader would not)
+                stats_registry = CollectorRegistry(auto_describe=True)
+                all_readers.append(
+                    PrometheusMetricReader(
+                        registry=stats_registry,
+                        disable_target_info=True,
+                        cardinality_limits=_readers.cardinality_limits(config),
+                    )
+                )
+            resource = _resource(config)
             provider = MeterProvider(
                 metric_readers=all_readers,
                 resource=resource,
@@ -180,12 +225,14 @@ def setup(
                         aggregation=ExplicitBucketHistogramAggregation(DURATION_BUCKETS),
                     )
                 ],
-                shutdown_on_exit=True,
+                shutdown_on_exit=False,  # _at_exit shuts down within the configured timeout
             )
             _owned.add(provider)
+            _register_exit_hook()
             if set_global and not isinstance(metrics.get_meter_provider(), MeterProvider):
                 metrics.set_meter_provider(provider)
-            handle = Handle(config, provider, None, endpoint, True, all_readers)
+            handle = Handle(config, provider, None, endpoint, True, all_readers, stats_registry)
+            _watch_fork(handle)
             if config.recorder == "sdk":
                 handle.recorder = SdkRecorder(_meter(provider, scope), bounds, prices)
             else:
@@ -201,10 +248,60 @@ def setup(
         return handle
 
 
-def shutdown(timeout_s: float = 5.0) -> None:
-    """Flush every reader and stop the /metrics server; safe to call twice."""
+def shutdown(timeout_s: float | None = None) -> None:
+    """Flush every reader and stop the /metrics server; safe to call twice. ``timeout_s``
+    defaults to ``ROUTEMETER_SHUTDOWN_TIMEOUT``."""
     global _handle
     with _lock:
         handle, _handle = _handle, None
     if handle is not None:
         handle.shutdown(timeout_s)
+
+
+_exit_hook_registered = False
+
+
+def _register_exit_hook() -> None:
+    """Once per process: shut down at interpreter exit, bounded by the configured timeout (the
+    SDK's own exit hook waits up to 30 s, and longer while an export to a dead Collector
+    retries)."""
+    global _exit_hook_registered
+    if not _exit_hook_registered:
+        _exit_hook_registered = True
+        atexit.register(_at_exit)
+
+
+def _at_exit() -> None:
+    try:
+        shutdown()
+    except Exception:  # nothing may fail the interpreter's exit
+        _log.warning("routemeter: shutdown at exit failed", exc_info=True)
+
+
+def _watch_fork(handle: Handle) -> None:
+    """setup() may run before the process forks (gunicorn --preload, a multiprocessing child).
+    The SDK then gives the child a new ``service.instance.id`` in its own fork hook; routemeter's
+    metrics must carry it too, and a standalone /metrics server started by the parent does not
+    run in the child. Registered after the MeterProvider so this hook runs after the SDK's (and
+    after ``concurrent.futures`` reinitialised its locks: nothing here may block)."""
+    if not hasattr(os, "register_at_fork"):
+        return
+    ref = weakref.ref(handle)
+
+    def after_in_child() -> None:
+        h = ref()
+        if h is None or h._closed or h is not _handle:
+            return
+        sdk_config = getattr(h.meter_provider, "_sdk_config", None)
+        resource = getattr(sdk_config, "resource", None)
+        if isinstance(h.recorder, AggregateRecorder) and isinstance(resource, Resource):
+            h.recorder.resource = resource
+        if h.prometheus is not None and h.prometheus.server is not None:
+            _log.warning(
+                "routemeter: setup() ran before this process was forked (gunicorn --preload?),"
+                " so this worker's metrics are not on the standalone /metrics server, which"
+                " stayed in the parent; call routemeter.setup() in each worker (after the"
+                " fork), or push OTLP"
+            )
+
+    os.register_at_fork(after_in_child=after_in_child)

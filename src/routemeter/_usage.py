@@ -2,6 +2,11 @@
 
 Normalised to OpenAI's meaning (semconv's too): ``input`` counts every input token, cached ones
 included, so Anthropic's ``input_tokens`` (which excludes cache reads and writes) is added up.
+
+Streams that report usage once, in their last event, are read from that event: OpenAI chat's
+final chunk (``stream_options.include_usage``), Anthropic's ``message_start``/``message_delta``,
+OpenAI Responses' ``response.completed`` (``{"response": {"usage": ...}}``) and Bedrock
+ConverseStream's ``metadata`` event (``{"metadata": {"usage": ...}}``).
 """
 
 from __future__ import annotations
@@ -46,17 +51,50 @@ def _plus(*values: int | None) -> int | None:
     return sum(present) if present else None
 
 
+_GEMINI_KEYS: Final = (
+    (
+        "promptTokenCount",
+        "candidatesTokenCount",
+        "cachedContentTokenCount",
+        "thoughtsTokenCount",
+        "toolUsePromptTokenCount",
+    ),
+    (
+        "prompt_token_count",
+        "candidates_token_count",
+        "cached_content_token_count",
+        "thoughts_token_count",
+        "tool_use_prompt_token_count",
+    ),
+)
+
+
+def _cache_writes(u: Any, details: Any) -> int | None:
+    """Cache writes in an OpenAI-shaped block: LiteLLM's normalised usage carries them (its
+    ``prompt_tokens`` already includes them) as ``prompt_tokens_details.cache_creation_tokens``
+    or the top-level ``cache_creation_input_tokens``."""
+    for value in (
+        _get(details, "cache_creation_tokens"),
+        _get(details, "cache_write_tokens"),
+        _get(u, "cache_creation_input_tokens"),
+    ):
+        if value is not None:
+            return tokens(value)
+    return None
+
+
 def from_usage_block(u: Any) -> Usage:
     """Read one provider ``usage`` block (OpenAI chat/responses, Anthropic, Gemini, Bedrock)."""
     if u is None:
         return EMPTY
     prompt = tokens(_get(u, "prompt_tokens"))
     if prompt is not None or _get(u, "completion_tokens") is not None:  # OpenAI chat
+        details = _get(u, "prompt_tokens_details")
         return Usage(
             prompt,
             tokens(_get(u, "completion_tokens")),
-            tokens(_get(_get(u, "prompt_tokens_details"), "cached_tokens")),
-            None,
+            tokens(_get(details, "cached_tokens")),
+            _cache_writes(u, details),
             tokens(_get(_get(u, "completion_tokens_details"), "reasoning_tokens")),
         )
     cache_read = tokens(_get(u, "cache_read_input_tokens"))
@@ -77,24 +115,12 @@ def from_usage_block(u: Any) -> Usage:
             None,
             tokens(_get(_get(u, "output_tokens_details"), "reasoning_tokens")),
         )
-    for prompt_k, cand_k, cached_k, thoughts_k in (
-        (
-            "promptTokenCount",
-            "candidatesTokenCount",
-            "cachedContentTokenCount",
-            "thoughtsTokenCount",
-        ),
-        (
-            "prompt_token_count",
-            "candidates_token_count",
-            "cached_content_token_count",
-            "thoughts_token_count",
-        ),
-    ):
+    for prompt_k, cand_k, cached_k, thoughts_k, tool_k in _GEMINI_KEYS:
         if _get(u, prompt_k) is not None or _get(u, cand_k) is not None:
             thoughts = tokens(_get(u, thoughts_k))
-            return Usage(  # Gemini usageMetadata: candidates exclude thoughts
-                tokens(_get(u, prompt_k)),
+            # Gemini usageMetadata: candidates exclude thoughts, the prompt excludes tool use
+            return Usage(
+                tokens(_plus(tokens(_get(u, prompt_k)), tokens(_get(u, tool_k)))),
                 tokens(_plus(tokens(_get(u, cand_k)), thoughts)),
                 tokens(_get(u, cached_k)),
                 None,
@@ -125,6 +151,12 @@ def extract(response: Any) -> Usage:
         block = _get(message, "usage") if message is not None else None
     if block is None:
         block = _get(response, "usageMetadata") or _get(response, "usage_metadata")
+    if block is None:  # OpenAI Responses stream: response.completed carries the response
+        inner = _get(response, "response")
+        block = _get(inner, "usage") if inner is not None else None
+    if block is None:  # Bedrock ConverseStream: the closing metadata event
+        meta = _get(response, "metadata")
+        block = _get(meta, "usage") if meta is not None else None
     return from_usage_block(block) if block is not None else EMPTY
 
 
@@ -145,5 +177,6 @@ def response_model(response: Any) -> str | None:
             _get(_get(response, "message"), "model")
             or _get(response, "modelVersion")
             or _get(response, "model_version")
+            or _get(_get(response, "response"), "model")
         )
     return model if isinstance(model, str) else None

@@ -25,6 +25,8 @@ from routemeter._config import ConfigError
 from routemeter._demo.load import Ledger, LoadConfig, percentile, run_load
 from routemeter._demo.providers import Upstreams
 from routemeter._demo.router import Router, RouterSettings, build_app
+from routemeter._stats import StatsUnavailable
+from routemeter._top import render
 
 _START_TIMEOUT_S: Final = 10.0
 _STOP_TIMEOUT_S: Final = 10.0
@@ -206,6 +208,7 @@ async def demo(args: argparse.Namespace, out: Console, err: Console) -> int:
                 if args.ledger:
                     ledger.write(args.ledger)
                 _report(out, ledger, where, args.ledger)
+                _print_stats(out, where)
                 if args.linger > 0 and not stop.is_set():
                     out.print(f"serving {args.linger:g}s more so a scraper can read the totals")
                     with contextlib.suppress(TimeoutError):
@@ -252,6 +255,19 @@ def _report(out: Console, ledger: Ledger, where: str, ledger_path: str | None) -
         out.print(f"  # {title}\n  {query}", markup=False, highlight=False)
     if ledger_path:
         out.print(f"ledger written to {ledger_path}", markup=False)
+
+
+def _print_stats(out: Console, where: str) -> None:
+    """routemeter's own summary of the run (``routemeter.stats()``, as ``routemeter top``
+    shows it), when this setup has the Prometheus reader it reads."""
+    try:
+        stats = routemeter.stats()
+    except StatsUnavailable:
+        return
+    if where.startswith("http"):
+        out.print(f"\nlive: routemeter top --url {where}", markup=False)
+    out.print()
+    out.print(render(stats, source="routemeter.stats()"))
 
 
 def main(args: argparse.Namespace) -> int:

@@ -1,0 +1,1 @@
+"""Integration tests: routemeter inside the routers people run (LiteLLM) and the examples."""
