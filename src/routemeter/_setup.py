@@ -7,6 +7,7 @@ handle, and ``shutdown()`` flushes every reader and stops the /metrics server.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import threading
@@ -297,6 +298,11 @@ def _watch_fork(handle: Handle) -> None:
         if isinstance(h.recorder, AggregateRecorder) and isinstance(resource, Resource):
             h.recorder.resource = resource
         if h.prometheus is not None and h.prometheus.server is not None:
+            # The server's thread stayed in the parent: stopping this copy would wait forever
+            # for a serve loop that does not run here. Close the child's copy of the socket.
+            server, h.prometheus.server, h.prometheus.thread = h.prometheus.server, None, None
+            with contextlib.suppress(OSError):
+                server.socket.close()
             _log.warning(
                 "routemeter: setup() ran before this process was forked (gunicorn --preload?),"
                 " so this worker's metrics are not on the standalone /metrics server, which"
