@@ -117,12 +117,9 @@ def current_handle() -> Handle | None:
 
 
 def _bounds(config: Config) -> Bounds:
-    ids: frozenset[str] | None = None
+    ids = known_model_ids()
 
     def priced(name: str) -> bool:
-        nonlocal ids
-        if ids is None:
-            ids = known_model_ids()
         return name in ids
 
     return Bounds(
