@@ -233,16 +233,6 @@ class Call:
         )
 
 
-def _remaining(headers: Mapping[str, str], kind: str) -> float | None:
-    raw = headers.get(f"x-ratelimit-remaining-{kind}") or headers.get(
-        f"anthropic-ratelimit-{kind}-remaining"
-    )
-    try:
-        return float(raw) if raw is not None else None
-    except ValueError:
-        return None
-
-
 class Router:
     """Routing state shared by every handler: upstreams, cache, rate limiter, cooldowns."""
 
@@ -273,12 +263,7 @@ class Router:
         return live, reason
 
     def observe(self, target: Target, headers: Mapping[str, str]) -> None:
-        routemeter.ratelimit_remaining(
-            target[0],
-            target[1],
-            requests=_remaining(headers, "requests"),
-            tokens=_remaining(headers, "tokens"),
-        )
+        routemeter.ratelimit_from_headers(target[0], target[1], headers)
 
     def failed(self, call: Call, target: Target, exc: APIError, next_target: Target | None) -> None:
         why = error_type(exc)
