@@ -159,8 +159,13 @@ def route(label: str, *, operation: str = "chat") -> Callable[[F], F]:
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 recorder = _state.recorder
-                rec = _begin(label, operation) if recorder is not None else None
-                if rec is None or recorder is None:
+                if recorder is None:
+                    return await fn(*args, **kwargs)
+                rec = Request(label, operation)
+                try:
+                    recorder.begin(rec)
+                except Exception as e:
+                    report("request start", e)
                     return await fn(*args, **kwargs)
                 token = current_var.set(rec)
                 try:
