@@ -59,7 +59,8 @@ _DELTA: Final = AggregationTemporality.DELTA
 class Store:
     """Points of every metric since ``start_ns``: ``points[metric][key] -> state``.
 
-    Histogram state is ``[count, sum, min, max, *bucket_counts]``; sums and gauges ``[value]``.
+    Histogram state is ``[sum, min, max, *bucket_counts]`` (the count is the buckets' total);
+    sums and gauges ``[value]``.
     """
 
     __slots__ = ("limit", "order", "points", "start_ns", "starts")
@@ -72,36 +73,35 @@ class Store:
         self.order: list[int] = []
         """Metrics in the order of their first measurement: the order the SDK exports them."""
 
-    def apply(self, measurements: _schema.Measurements) -> None:
-        """Must be called with the recorder's lock held."""
-        all_points = self.points
-        bounds = _BOUNDS
-        observed, counted = measurements
-        for index, key, value in observed:  # histogram: [count, sum, min, max, *buckets]
-            state = all_points[index].get(key)
-            if state is None:
-                state = self._new(index, key)
-            state[0] += 1
-            state[1] += value
-            if value < state[2]:
-                state[2] = value
-            if value > state[3]:
-                state[3] = value
-            state[4 + bisect_left(bounds[index], value)] += 1
-        for index, key, value in counted:
-            state = all_points[index].get(key)
-            if state is None:
-                state = self._new(index, key)
-            state[0] += value
-
-    def event(self, index: int, key: tuple[Any, ...], value: float) -> None:
-        """Must be called with the recorder's lock held: one sum increment or gauge value."""
+    def state(self, index: int, key: tuple[Any, ...]) -> list[Any]:
+        """Must be called with the recorder's lock held: the point's state, created if new."""
         state = self.points[index].get(key)
-        if state is None:
-            state = self._new(index, key)
-        if index == _GAUGE_INDEX:
-            state[0] = value
-        else:
+        return self._new(index, key) if state is None else state
+
+    def apply(self, measurements: _schema.Measurements, cells: bool) -> None:
+        """Must be called with the recorder's lock held. ``cells``: this store's states are
+        cached on the cells (the cumulative store: no lookup per measurement); other stores
+        find theirs by key."""
+        observed, counted = measurements
+        bounds = _BOUNDS
+        for cell, value in observed:
+            state = cell.state if cells else None
+            if state is None:
+                state = self.state(cell.index, cell.key)
+                if cells:
+                    cell.state = state
+            state[0] += value
+            if value < state[1]:
+                state[1] = value
+            if value > state[2]:
+                state[2] = value
+            state[3 + bisect_left(bounds[cell.index], value)] += 1
+        for cell, value in counted:
+            state = cell.state if cells else None
+            if state is None:
+                state = self.state(cell.index, cell.key)
+                if cells:
+                    cell.state = state
             state[0] += value
 
     def _new(self, index: int, key: tuple[Any, ...]) -> list[Any]:
@@ -114,7 +114,7 @@ class Store:
             if state is not None:
                 return state
         buckets = len(_BOUNDS[index]) + 1
-        state = [0, 0, inf, -inf] + [0] * buckets if _IS_HISTOGRAM[index] else [0]
+        state = [0, inf, -inf] + [0] * buckets if _IS_HISTOGRAM[index] else [0]
         points[key] = state
         self.starts[index][key] = time_ns()
         return state
@@ -212,12 +212,12 @@ def _metric(
                     attributes=_attrs(spec, key),
                     start_time_unix_nano=interval_start or start,
                     time_unix_nano=now,
-                    count=state[0],
-                    sum=state[1],
-                    bucket_counts=state[4:],
+                    count=sum(state[3:]),
+                    sum=state[0],
+                    bucket_counts=state[3:],
                     explicit_bounds=bounds,
-                    min=state[2],
-                    max=state[3],
+                    min=state[1],
+                    max=state[2],
                 )
                 for key, state, start in points
             ],
@@ -265,28 +265,38 @@ class AggregateRecorder(Recorder):
         self.inflight: set[Request] = set()
         self.routes: dict[tuple[str, str], int] = {}
         self.views: list[View] = []
-        self._targets: tuple[Store, ...] = (self.cumulative,)
+        self._intervals: tuple[Store, ...] = ()
         _forked.add(self)
 
     def rebuild_targets(self) -> None:
-        """Must be called with the lock held: the stores each commit updates."""
-        self._targets = (
-            self.cumulative,
-            *(v.interval for v in self.views if v.interval is not None),
-        )
+        """Must be called with the lock held: the interval stores each commit also updates."""
+        self._intervals = tuple(v.interval for v in self.views if v.interval is not None)
 
     def apply(self, measurements: _schema.Measurements) -> None:
-        with self.lock:
-            for store in self._targets:
-                store.apply(measurements)
+        lock = self.lock
+        lock.acquire()
+        try:
+            self._apply(measurements)
+        finally:
+            lock.release()
+
+    def _apply(self, measurements: _schema.Measurements) -> None:
+        """Must be called with the lock held."""
+        self.cumulative.apply(measurements, True)
+        for store in self._intervals:
+            store.apply(measurements, False)
 
     def event(self, measurement: _schema.Measurement) -> None:
-        index, key, value = measurement
+        cell, value = measurement
+        index = cell.index
         if index == _ACTIVE_INDEX:
             raise ValueError("requests in flight are counted by begin() and commit()")
+        if index != _GAUGE_INDEX:
+            self.apply(([], [measurement]))
+            return
         with self.lock:
-            for store in self._targets:
-                store.event(index, key, value)
+            for store in (self.cumulative, *self._intervals):
+                store.state(index, cell.key)[0] = value
 
     def begin(self, rec: Request) -> None:
         # Requests in flight are the records in this set: set.add is atomic, so starting a
@@ -301,13 +311,21 @@ class AggregateRecorder(Recorder):
     def commit(self, rec: Request) -> None:
         try:
             ms = _schema.measurements(rec, self.keys, False)
-            with self.lock:
-                self.inflight.discard(rec)
-                for store in self._targets:
-                    store.apply(ms)
         except Exception as e:
             self.inflight.discard(rec)
             report("commit", e)
+            return
+        lock = self.lock
+        lock.acquire()
+        try:
+            self.inflight.discard(rec)
+            self.cumulative.apply(ms, True)
+            for store in self._intervals:
+                store.apply(ms, False)
+        except Exception as e:
+            report("commit", e)
+        finally:
+            lock.release()
 
     def active(self) -> Snapshot:
         """Must be called with the lock held: in-flight requests per route, as points."""
@@ -374,6 +392,7 @@ class AggregateRecorder(Recorder):
         """Forget everything (a forked child must not re-export its parent's counts)."""
         self.lock = threading.Lock()
         self.cumulative = Store(self.limit)
+        self.keys = _schema.Keys(self.bounds, self.prices)  # its cells hold the old states
         self.inflight = set()
         self.routes = {}
         for view in self.views:

@@ -52,18 +52,22 @@ class Rates:
 
     def cost(self, usage: Usage) -> float:
         """USD for one attempt's usage; cache reads and writes are part of ``usage.input``."""
-        total_in = usage.input or 0
-        cache_read = usage.cache_read or 0
-        cache_write = usage.cache_creation or 0
+        total_in, output, cache_read, cache_write, _ = usage
+        flat = self.flat
+        if flat is not None and not cache_read and not cache_write:  # the common case
+            return self.per_request + (total_in or 0) * flat[0] + (output or 0) * flat[1]
+        total_in = total_in or 0
+        output = output or 0
+        cache_read = cache_read or 0
+        cache_write = cache_write or 0
         uncached = total_in - cache_read - cache_write
         if uncached < 0:
             uncached = 0
-        flat = self.flat
         if flat is not None:
             return (
                 self.per_request
                 + uncached * flat[0]
-                + (usage.output or 0) * flat[1]
+                + output * flat[1]
                 + cache_read * flat[2]
                 + cache_write * flat[3]
             )
@@ -72,7 +76,7 @@ class Rates:
             + uncached * _at(self.input, total_in)
             + cache_read * _at(self.cache_read, total_in)
             + cache_write * _at(self.cache_write, total_in)
-            + (usage.output or 0) * _at(self.output, total_in)
+            + output * _at(self.output, total_in)
         )
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from routemeter import _usage
 from routemeter._errors import report
+from routemeter._usage import EMPTY, MAX_TOKENS, Usage
 
 if TYPE_CHECKING:
     pass
@@ -77,7 +78,7 @@ class Attempt:
         self.end: float | None = None
         self.error_type: str | None = None
         self.response_model: str | None = None
-        self.used: _usage.Usage = _usage.EMPTY
+        self.used: Usage = EMPTY
         self.chunk_marks: list[float] | None = None
 
     def __enter__(self) -> Attempt:
@@ -110,43 +111,33 @@ class Attempt:
         field, the way streaming events report them.
         """
         try:
+            if (
+                response is None
+                and type(input_tokens) is int
+                and type(output_tokens) is int
+                and cache_read_tokens is None
+                and cache_creation_tokens is None
+                and reasoning_tokens is None
+                and self.used is EMPTY
+                and 0 <= input_tokens < MAX_TOKENS
+                and 0 <= output_tokens < MAX_TOKENS
+            ):  # the common case, checked inline: one report of two ints
+                self.used = _new_usage(Usage, (input_tokens, output_tokens, None, None, None))
+                return
             if response is not None:
                 self.used = _usage.merge(self.used, _usage.extract(response))
                 if self.response_model is None:
                     self.response_model = _usage.response_model(response)
-            if (
-                cache_read_tokens is None
-                and cache_creation_tokens is None
-                and reasoning_tokens is None
-            ):
-                if input_tokens is None and output_tokens is None:
-                    return
-                u = self.used  # the common explicit case: two ints, checked inline
-                if input_tokens is None:
-                    i = u.input
-                elif type(input_tokens) is int and 0 <= input_tokens < _usage.MAX_TOKENS:
-                    i = input_tokens
-                else:
-                    i = _usage.tokens(input_tokens)
-                if output_tokens is None:
-                    o = u.output
-                elif type(output_tokens) is int and 0 <= output_tokens < _usage.MAX_TOKENS:
-                    o = output_tokens
-                else:
-                    o = _usage.tokens(output_tokens)
-                self.used = _new_usage(
-                    _usage.Usage, (i, o, u.cache_read, u.cache_creation, u.reasoning)
-                )
-                return
+            given = (
+                input_tokens,
+                output_tokens,
+                cache_read_tokens,
+                cache_creation_tokens,
+                reasoning_tokens,
+            )
             u = self.used
-            self.used = _usage.Usage(
-                u.input if input_tokens is None else _usage.tokens(input_tokens),
-                u.output if output_tokens is None else _usage.tokens(output_tokens),
-                u.cache_read if cache_read_tokens is None else _usage.tokens(cache_read_tokens),
-                u.cache_creation
-                if cache_creation_tokens is None
-                else _usage.tokens(cache_creation_tokens),
-                u.reasoning if reasoning_tokens is None else _usage.tokens(reasoning_tokens),
+            self.used = Usage(
+                *(o if n is None else _usage.tokens(n) for o, n in zip(u, given, strict=True))
             )
         except Exception as e:
             report("usage extraction", e)

@@ -1,6 +1,6 @@
 """Recorders: where a request's measurements go.
 
-``measurements()`` (in ``_schema``) turns a committed record into ``(metric, key, value)``;
+``measurements()`` (in ``_schema``) turns a committed record into ``(cell, value)`` pairs;
 a recorder applies them. ``SdkRecorder`` calls OTel API instruments, one call per measurement:
 the reference implementation, and the one used inside a MeterProvider the application built
 (its Views apply). ``AggregateRecorder`` (in ``_aggregate``) aggregates them itself.
@@ -20,8 +20,6 @@ from routemeter._errors import report
 from routemeter._pricing import Prices
 from routemeter._record import Request
 
-_ATTRS_CACHE_LIMIT = 20_000
-
 
 class Recorder:
     """Turns records and router events into measurements; subclasses apply them."""
@@ -39,7 +37,7 @@ class Recorder:
         raise NotImplementedError
 
     def begin(self, rec: Request) -> None:
-        self.event((_schema.ACTIVE, rec.route_key, 1))
+        self.event((self.keys.route(rec.route_key).active, 1))
 
     def commit(self, rec: Request) -> None:
         try:
@@ -91,7 +89,6 @@ class SdkRecorder(Recorder):
     def __init__(self, meter: Meter, bounds: Bounds, prices: Prices) -> None:
         super().__init__(bounds, prices)
         self._calls = [_create(meter, spec) for spec in ins.ALL]
-        self._attrs: dict[tuple[int, tuple[Any, ...]], dict[str, Any]] = {}
 
     def apply(self, measurements: _schema.Measurements) -> None:
         for part in measurements:
@@ -99,10 +96,8 @@ class SdkRecorder(Recorder):
                 self.event(measurement)
 
     def event(self, measurement: _schema.Measurement) -> None:
-        index, key, value = measurement
-        attrs = self._attrs.get((index, key))
+        cell, value = measurement
+        attrs = cell.attrs
         if attrs is None:
-            attrs = attributes(ins.ALL[index], key)
-            if len(self._attrs) < _ATTRS_CACHE_LIMIT:
-                self._attrs[(index, key)] = attrs
-        self._calls[index](value, attrs)
+            attrs = cell.attrs = attributes(ins.ALL[cell.index], cell.key)
+        self._calls[cell.index](value, attrs)
