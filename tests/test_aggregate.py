@@ -27,7 +27,10 @@ from opentelemetry.sdk.metrics.export import (
     InMemoryMetricReader,
     MetricReader,
 )
+from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -42,6 +45,7 @@ RESOURCE = Resource.create({"service.name": "equivalence"})
 SCOPE = InstrumentationScope("routemeter", version("routemeter"))
 PRICES = Prices()
 DELTA = {Counter: AggregationTemporality.DELTA, Histogram: AggregationTemporality.DELTA}
+TRACER = TracerProvider(sampler=ALWAYS_ON).get_tracer("equivalence")
 
 durations = st.sampled_from([0.0, 0.004, 0.01, 0.011, 0.3, 1.28, 7.0, 81.92, 120.0])
 names = st.sampled_from(
@@ -129,18 +133,33 @@ def make_pair(reader_factory, limit: int, max_models: int = 100) -> Pair:
     return Pair(sdk, agg, sdk_reader, agg_reader, (sdk_provider, agg_provider))
 
 
-def in_memory(temporality: dict[type, Any] | None):
+def in_memory(temporality: dict[type, Any] | None, exponential: int | None = None):
+    """``exponential``: the max_size of base2 exponential histograms, else explicit buckets."""
+
     def factory(limit: int) -> InMemoryMetricReader:
         limits = {Counter: limit, Histogram: limit}
         from opentelemetry.sdk.metrics import UpDownCounter, _Gauge
 
         limits |= {UpDownCounter: limit, _Gauge: limit}
-        return InMemoryMetricReader(preferred_temporality=temporality, cardinality_limits=limits)
+        aggregation = (
+            None
+            if exponential is None
+            else {Histogram: ExponentialBucketHistogramAggregation(max_size=exponential)}
+        )
+        return InMemoryMetricReader(
+            preferred_temporality=temporality,
+            preferred_aggregation=aggregation,
+            cardinality_limits=limits,
+        )
 
     return factory
 
 
 def otlp_without_times(reader: InMemoryMetricReader) -> Any:
+    """The reader's collection as OTLP protobuf, with every timestamp zeroed; of a sum's or an
+    exponential histogram's exemplars only their number is compared (their reservoirs sample
+    at random), and the in-flight count has none (the aggregate recorder derives it at
+    collection, from the records in flight)."""
     data = reader.get_metrics_data()
     if data is None:
         return None
@@ -152,6 +171,13 @@ def otlp_without_times(reader: InMemoryMetricReader) -> Any:
                 for point in getattr(metric, kind).data_points:
                     point.start_time_unix_nano = 0
                     point.time_unix_nano = 0
+                    if metric.name == "llm.router.requests.active":
+                        del point.exemplars[:]
+                    for exemplar in point.exemplars:
+                        exemplar.time_unix_nano = 0
+                        if kind != "histogram":
+                            for field in ("value", "trace_id", "span_id", "filtered_attributes"):
+                                exemplar.ClearField(field)
     return request
 
 
@@ -193,19 +219,45 @@ settings.register_profile(
 
 
 @pytest.mark.parametrize(
-    ("temporality", "limit"),
-    [(None, 2000), (DELTA, 2000), (None, 4), (DELTA, 4)],
-    ids=["cumulative", "delta", "cumulative-overflow", "delta-overflow"],
+    ("temporality", "limit", "exponential"),
+    [
+        (None, 2000, None),
+        (DELTA, 2000, None),
+        (None, 4, None),
+        (DELTA, 4, None),
+        (None, 2000, 160),
+        (DELTA, 2000, 160),
+        (None, 4, 160),  # not size 4: the SDK's cumulative merge fails on its own there
+        (DELTA, 4, 4),
+    ],
+    ids=[
+        "cumulative",
+        "delta",
+        "cumulative-overflow",
+        "delta-overflow",
+        "exponential-cumulative",
+        "exponential-delta",
+        "exponential-cumulative-overflow",
+        "exponential-delta-overflow-size4",
+    ],
 )
 @settings(settings.get_profile("equivalence"))
-@given(batches=st.lists(st.lists(requests(), max_size=8), min_size=1, max_size=4))
-def test_otlp_payloads_are_identical(temporality, limit, batches):
-    """Every collection encodes to the same OTLP protobuf from both recorders."""
-    pair = make_pair(in_memory(temporality), limit)
+@given(
+    batches=st.lists(st.lists(requests(), max_size=8), min_size=1, max_size=4),
+    traced=st.booleans(),
+)
+def test_otlp_payloads_are_identical(temporality, limit, exponential, batches, traced):
+    """Every collection encodes to the same OTLP protobuf from both recorders, exemplars from
+    sampled spans included."""
+    pair = make_pair(in_memory(temporality, exponential), limit)
     try:
         for batch in batches:
             for rec in batch:
-                pair.record(rec)
+                if traced:
+                    with TRACER.start_as_current_span("request"):
+                        pair.record(rec)
+                else:
+                    pair.record(rec)
             assert_same(otlp_without_times(pair.agg_reader), otlp_without_times(pair.sdk_reader))
     finally:
         pair.shutdown()

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 
 import routemeter
 from routemeter import _instruments as ins
 from routemeter._config import load
 from routemeter._readers import temporality
 from support.otlp_receiver import OTLPReceiver
+from support.prometheus import have_prometheus, promtool_check_metrics
 
 SPECS = {s.name: s for s in ins.ALL}
 
@@ -33,13 +37,19 @@ def handle(i: int) -> None:
         a.usage(input_tokens=100 + i, output_tokens=10)
 
 
-def _export(env: dict[str, str], monkeypatch, n: int = 20) -> None:
+def _export(env: dict[str, str], monkeypatch, n: int = 20, **settings) -> str | None:
+    """Serve ``n`` requests, then shut down; returns the /metrics text when prometheus is on."""
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    routemeter.setup(set_global=False, export_interval_ms=3_600_000)
+    h = routemeter.setup(set_global=False, export_interval_ms=3_600_000, **settings)
     for i in range(n):
         handle(i)
+    text = None
+    if h.metrics_url is not None:
+        with urllib.request.urlopen(h.metrics_url, timeout=5) as response:
+            text = response.read().decode()
     routemeter.shutdown(timeout_s=10)
+    return text
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
@@ -153,3 +163,147 @@ def test_dead_collector_costs_the_handler_nothing(monkeypatch):
     started = time.monotonic()
     routemeter.shutdown(timeout_s=3)
     assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("recorder", ["aggregate", "sdk"])
+def test_exponential_histograms_over_otlp_prometheus_keeps_buckets(
+    receiver: OTLPReceiver, monkeypatch, recorder: str
+):
+    """base2_exponential_bucket_histogram turns OTLP histograms exponential in the same process
+    whose Prometheus endpoint keeps the semconv explicit buckets."""
+    text = _export(
+        {
+            "OTEL_METRICS_EXPORTER": "otlp,prometheus",
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": receiver.http_endpoint + "/v1/metrics",
+            "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION": (
+                "base2_exponential_bucket_histogram"
+            ),
+        },
+        monkeypatch,
+        recorder=recorder,
+        prometheus_host="127.0.0.1",
+        prometheus_port=0,
+    )
+    [server] = receiver.latest("gen_ai.server.request.duration")
+    assert server["kind"] == "exponential_histogram"
+    assert server["count"] == 20
+    assert sum(server["positive"]["bucket_counts"]) + server["zero_count"] == 20
+    assert -10 <= server["scale"] <= 20
+    usage = _by_token_type(receiver)
+    assert usage["input"]["kind"] == "exponential_histogram"
+    assert usage["input"]["sum"] == sum(100 + i for i in range(20))
+    assert usage["input"]["min"] == 100
+    assert usage["input"]["max"] == 119
+    [tokens] = [p for p in receiver.latest("llm.router.usage.tokens") if p["value"] == 200]
+    assert tokens["kind"] == "sum"
+
+    assert text is not None
+    assert "gen_ai_server_request_duration_seconds_bucket{" in text
+    assert 'le="81.92"' in text
+    assert "gen_ai_client_token_usage_bucket{" in text
+    if have_prometheus():
+        assert promtool_check_metrics(text) == (0, "")
+
+
+def test_unknown_histogram_aggregation_fails_setup(monkeypatch):
+    """A misspelt histogram aggregation fails setup naming the variable and what is allowed."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION", "exponential")
+    with pytest.raises(routemeter.ConfigError) as info:
+        routemeter.setup(set_global=False)
+    message = str(info.value)
+    assert "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION" in message
+    assert "'exponential'" in message
+    assert "base2_exponential_bucket_histogram" in message
+
+
+def _by_token_type(receiver: OTLPReceiver) -> dict[str, dict]:
+    return {
+        p["attributes"]["gen_ai.token.type"]: p
+        for p in receiver.latest("gen_ai.client.token.usage")
+    }
+
+
+def _traced(sampler, n: int) -> list[tuple[str, str]]:
+    """Serve ``n`` requests, each inside its own span of a real SDK tracer; the span ids."""
+    tracer = TracerProvider(sampler=sampler).get_tracer("test")
+    ids = []
+    for i in range(n):
+        with tracer.start_as_current_span("route") as span:
+            handle(i)
+            context = span.get_span_context()
+            ids.append((f"{context.trace_id:032x}", f"{context.span_id:016x}"))
+    return ids
+
+
+@pytest.mark.parametrize("recorder", ["aggregate", "sdk"])
+def test_exemplars_link_histogram_buckets_to_sampled_traces(
+    receiver: OTLPReceiver, monkeypatch, recorder: str
+):
+    """Inside sampled spans, OTLP histogram points carry exemplars naming those spans: the last
+    measurement per bucket, as the SDK's aligned reservoir keeps it; sums carry one."""
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", receiver.grpc_endpoint)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "grpc")
+    routemeter.setup(set_global=False, export_interval_ms=3_600_000, recorder=recorder)
+    spans = _traced(ALWAYS_ON, 6)
+    routemeter.shutdown(timeout_s=10)
+
+    [server] = receiver.latest("gen_ai.server.request.duration")
+    exemplars = server["exemplars"]
+    assert exemplars, "a sampled span yields exemplars"
+    assert len(exemplars) == sum(1 for c in server["bucket_counts"] if c)
+    assert {(e["trace_id"], e["span_id"]) for e in exemplars} <= set(spans)
+    assert (exemplars[-1]["trace_id"], exemplars[-1]["span_id"]) == spans[-1]
+    for e in exemplars:
+        assert e["attributes"] == {}
+        assert e["value"] > 0
+    usage = _by_token_type(receiver)
+    [only] = usage["input"]["exemplars"]  # 100..105 tokens all fall in one bucket: the last
+    assert only["value"] == 105
+    assert (only["trace_id"], only["span_id"]) == spans[-1]
+    [fallbacks] = receiver.latest("llm.router.fallbacks")
+    [one] = fallbacks["exemplars"]
+    assert (one["trace_id"], one["span_id"]) in set(spans)
+
+
+@pytest.mark.parametrize("recorder", ["aggregate", "sdk"])
+@pytest.mark.parametrize(
+    ("sampler", "exemplar_filter"),
+    [(ALWAYS_OFF, "trace_based"), (None, "trace_based"), (ALWAYS_ON, "always_off")],
+    ids=["unsampled-span", "no-span", "filter-off"],
+)
+def test_no_exemplars_without_a_sampled_span(
+    receiver: OTLPReceiver, monkeypatch, recorder: str, sampler, exemplar_filter: str
+):
+    """Unsampled spans, no span at all, or OTEL_METRICS_EXEMPLAR_FILTER=always_off: none."""
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", receiver.grpc_endpoint)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "grpc")
+    monkeypatch.setenv("OTEL_METRICS_EXEMPLAR_FILTER", exemplar_filter)
+    routemeter.setup(set_global=False, export_interval_ms=3_600_000, recorder=recorder)
+    if sampler is None:
+        for i in range(4):
+            handle(i)
+    else:
+        _traced(sampler, 4)
+    routemeter.shutdown(timeout_s=10)
+    points = receiver.points()
+    assert any(p.get("count") == 4 for p in points)
+    assert [p for p in points if p.get("exemplars")] == []
+
+
+def test_always_on_exemplars_without_a_span(receiver: OTLPReceiver, monkeypatch):
+    """always_on keeps exemplars with no span: values and times, no trace ids."""
+    _export(
+        {
+            "OTEL_METRICS_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": receiver.grpc_endpoint,
+            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL": "grpc",
+            "OTEL_METRICS_EXEMPLAR_FILTER": "always_on",
+        },
+        monkeypatch,
+        n=3,
+    )
+    [server] = receiver.latest("gen_ai.server.request.duration")
+    assert server["exemplars"]
+    assert all(e["trace_id"] == "" and e["span_id"] == "" for e in server["exemplars"])

@@ -14,12 +14,20 @@ import threading
 import weakref
 from bisect import bisect_left
 from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import replace
 from math import inf
+from random import randrange
 from time import time_ns
 from typing import Any, Final
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+from opentelemetry.sdk.metrics import Exemplar
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
+    ExponentialHistogramDataPoint,
     HistogramDataPoint,
     Metric,
     MetricReader,
@@ -28,9 +36,11 @@ from opentelemetry.sdk.metrics.export import (
     ResourceMetrics,
     ScopeMetrics,
 )
+from opentelemetry.sdk.metrics.export import ExponentialHistogram as ExponentialData
 from opentelemetry.sdk.metrics.export import Gauge as GaugeData
 from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from opentelemetry.sdk.metrics.export import Sum as SumData
+from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
@@ -38,6 +48,7 @@ from routemeter import _instruments as ins
 from routemeter import _schema
 from routemeter._bounds import Bounds
 from routemeter._errors import report
+from routemeter._exponential import ExponentialHistogram
 from routemeter._pricing import Prices
 from routemeter._record import Request
 from routemeter._recorder import Recorder, attributes
@@ -63,39 +74,45 @@ class Store:
     sums and gauges ``[value]``.
     """
 
-    __slots__ = ("limit", "order", "points", "start_ns", "starts")
+    __slots__ = ("exponential", "limit", "order", "points", "start_ns", "starts")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, exponential: tuple[int, int] | None = None) -> None:
         self.limit = limit
+        self.exponential = exponential
+        """``(max_size, max_scale)``: histogram states are ``ExponentialHistogram``s."""
         self.start_ns = time_ns()
-        self.points: list[dict[tuple[Any, ...], list[Any]]] = [{} for _ in ins.ALL]
+        self.points: list[dict[tuple[Any, ...], Any]] = [{} for _ in ins.ALL]
         self.starts: list[dict[tuple[Any, ...], int]] = [{} for _ in ins.ALL]
         self.order: list[int] = []
         """Metrics in the order of their first measurement: the order the SDK exports them."""
 
-    def state(self, index: int, key: tuple[Any, ...]) -> list[Any]:
+    def state(self, index: int, key: tuple[Any, ...]) -> Any:
         """Must be called with the recorder's lock held: the point's state, created if new."""
         state = self.points[index].get(key)
         return self._new(index, key) if state is None else state
 
-    def apply(self, measurements: _schema.Measurements, cells: bool) -> None:
+    def apply(self, measurements: _schema.Measurements, cells: bool = False) -> None:
         """Must be called with the recorder's lock held. ``cells``: this store's states are
         cached on the cells (the cumulative store: no lookup per measurement); other stores
         find theirs by key."""
         observed, counted = measurements
-        bounds = _BOUNDS
-        for cell, value in observed:
-            state = cell.state if cells else None
-            if state is None:
-                state = self.state(cell.index, cell.key)
-                if cells:
-                    cell.state = state
-            state[0] += value
-            if value < state[1]:
-                state[1] = value
-            if value > state[2]:
-                state[2] = value
-            state[3 + bisect_left(bounds[cell.index], value)] += 1
+        if self.exponential is not None:
+            for cell, value in observed:
+                self.state(cell.index, cell.key).record(value)
+        else:
+            bounds = _BOUNDS
+            for cell, value in observed:
+                state = cell.state if cells else None
+                if state is None:
+                    state = self.state(cell.index, cell.key)
+                    if cells:
+                        cell.state = state
+                state[0] += value
+                if value < state[1]:
+                    state[1] = value
+                if value > state[2]:
+                    state[2] = value
+                state[3 + bisect_left(bounds[cell.index], value)] += 1
         for cell, value in counted:
             state = cell.state if cells else None
             if state is None:
@@ -104,17 +121,27 @@ class Store:
                     cell.state = state
             state[0] += value
 
-    def _new(self, index: int, key: tuple[Any, ...]) -> list[Any]:
+    def key(self, index: int, key: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The key of the point a measurement under ``key`` went to (the overflow point when
+        the metric was full)."""
+        return key if key in self.points[index] else OVERFLOW
+
+    def _new(self, index: int, key: tuple[Any, ...]) -> Any:
         points = self.points[index]
         if not points and index not in self.order:
             self.order.append(index)
         if len(points) >= self.limit:
             key = OVERFLOW
-            state = points.get(key)
-            if state is not None:
-                return state
-        buckets = len(_BOUNDS[index]) + 1
-        state = [0, inf, -inf] + [0] * buckets if _IS_HISTOGRAM[index] else [0]
+            existing = points.get(key)
+            if existing is not None:
+                return existing
+        state: Any
+        if not _IS_HISTOGRAM[index]:
+            state = [0]
+        elif self.exponential is not None:
+            state = ExponentialHistogram(*self.exponential)
+        else:
+            state = [0, inf, -inf] + [0] * (len(_BOUNDS[index]) + 1)
         points[key] = state
         self.starts[index][key] = time_ns()
         return state
@@ -128,18 +155,90 @@ _BOUNDS: Final = tuple(spec.buckets or () for spec in ins.ALL)
 
 
 class View:
-    """One reader's window on the aggregation: its temporality per metric, and for delta its own
-    interval store, swapped out at each collection."""
+    """One reader's window on the aggregation: its temporality and histogram aggregation per
+    metric, its exemplars, and the stores only it needs (delta points for one interval;
+    exponential histograms), swapped or folded at each of its collections."""
 
-    def __init__(self, recorder: AggregateRecorder, temporality: dict[type, Any]) -> None:
+    def __init__(self, recorder: AggregateRecorder, reader: MetricReader) -> None:
         self.recorder = recorder
+        limit = recorder.limit
         # the reader keys its preferences by the SDK's private instrument classes (_Counter, ...)
+        temporality = getattr(reader, "_instrument_class_temporality", {})
         by_name = {cls.__name__.lstrip("_"): value for cls, value in temporality.items()}
         self.delta = tuple(
             by_name.get(_SDK_CLASS_NAME[spec.kind], _CUMULATIVE) == _DELTA for spec in ins.ALL
         )
-        self.interval: Store | None = Store(recorder.limit) if any(self.delta) else None
+        preferred = getattr(reader, "_instrument_class_aggregation", {})
+        aggregation = next((v for k, v in preferred.items() if k.__name__ == "_Histogram"), None)
+        self.exponential: tuple[int, int] | None = None
+        if isinstance(aggregation, ExponentialBucketHistogramAggregation):
+            self.exponential = (
+                getattr(aggregation, "_max_size", 160),
+                getattr(aggregation, "_max_scale", 20),
+            )
+        histogram_delta = any(d for d, h in zip(self.delta, _IS_HISTOGRAM, strict=True) if h)
+        self.interval: Store | None = (
+            Store(limit, self.exponential if histogram_delta else None) if any(self.delta) else None
+        )
+        self.histograms: Store | None = None
+        """Exponential histograms of the current interval, folded into ``merged`` at collection
+        (cumulative temporality), as the SDK folds its interval aggregations."""
+        self.merged: dict[int, dict[tuple[Any, ...], ExponentialHistogram]] = {}
+        if self.exponential is not None and not histogram_delta:
+            self.histograms = Store(limit, self.exponential)
+        self.exemplars: _Exemplars = {}
         self.last_collection_ns = recorder.cumulative.start_ns
+
+    def targets(self) -> list[tuple[Store, bool]]:
+        """The stores a commit updates for this view: ``(store, histograms only)``."""
+        out = []
+        if self.interval is not None:
+            out.append((self.interval, False))
+        if self.histograms is not None:
+            out.append((self.histograms, True))
+        return out
+
+    def store_for(self, index: int) -> Store:
+        if self.delta[index] and self.interval is not None:
+            return self.interval
+        if _IS_HISTOGRAM[index] and self.histograms is not None:
+            return self.histograms
+        return self.recorder.cumulative
+
+    def offer(self, measurements: _schema.Measurements, sample: _Sample) -> None:
+        """Must be called with the lock held, after the commit: the request's measurements as
+        exemplar candidates, kept the way the SDK's default reservoirs keep them (the last
+        per bucket for explicit histograms; uniform sampling, 1 per point for sums and
+        min(20, max_size) for exponential histograms)."""
+        now, span_id, trace_id = sample
+        exemplars = self.exemplars
+        for part in measurements:
+            for cell, value in part:
+                index = cell.index
+                key = self.store_for(index).key(index, cell.key)
+                point = (index, key)
+                # an exemplar keeps the attributes its point lacks: all of them on the overflow
+                filtered = attributes(ins.ALL[index], cell.key) if key is OVERFLOW else {}
+                exemplar = Exemplar(filtered, value, now, span_id, trace_id)
+                if _IS_HISTOGRAM[index] and self.exponential is None:
+                    buckets = exemplars.get(point)
+                    if buckets is None:
+                        buckets = exemplars[point] = {}
+                    buckets[bisect_left(_BOUNDS[index], value)] = exemplar
+                    continue
+                size = 1
+                if _IS_HISTOGRAM[index] and self.exponential is not None:
+                    if value == 0:
+                        continue  # the SDK's exponential aggregation offers zeros no exemplar
+                    size = min(20, self.exponential[0])
+                reservoir = exemplars.get(point)
+                if reservoir is None:
+                    reservoir = exemplars[point] = [0, {}]
+                reservoir[0] += 1
+                seen = reservoir[0]
+                slot = seen - 1 if seen <= size else randrange(0, seen)
+                if slot < size:
+                    reservoir[1][slot] = exemplar
 
     def collect(self) -> list[Metric]:
         now = time_ns()
@@ -151,20 +250,100 @@ class View:
             interval: Store | None = None
             if self.interval is not None:
                 interval = self.interval
-                self.interval = Store(rec.limit)
+                self.interval = Store(rec.limit, interval.exponential)
                 rec.rebuild_targets()
-        start = self.last_collection_ns
+            exemplars, self.exemplars = self.exemplars, {}
+            start = self.last_collection_ns
+            folded = self._fold(now, exemplars) if self.histograms is not None else {}
+            if interval is not None and interval.exponential is not None:
+                folded.update(_exponential_points(interval, start, now, exemplars))
         self.last_collection_ns = now
         metrics = []
         for index in order:
             spec = ins.ALL[index]
-            if self.delta[index] and interval is not None:
-                metric = _metric(spec, index, _snapshot_one(interval, index), now, _DELTA, start)
+            found = exemplars.get
+            metric: Metric | None
+            if index in folded:
+                temporality = _DELTA if self.delta[index] else _CUMULATIVE
+                data = ExponentialData(
+                    data_points=folded[index], aggregation_temporality=temporality
+                )
+                metric = Metric(
+                    name=spec.name, description=spec.description, unit=spec.unit, data=data
+                )
+            elif self.delta[index] and interval is not None:
+                snapshot = _snapshot_one(interval, index)
+                metric = _metric(spec, index, snapshot, now, _DELTA, start, found)
             else:
-                metric = _metric(spec, index, cumulative[index], now, _CUMULATIVE, None)
+                metric = _metric(spec, index, cumulative[index], now, _CUMULATIVE, None, found)
             if metric is not None:
                 metrics.append(metric)
         return metrics
+
+    def _fold(self, now: int, exemplars: _Exemplars) -> dict[int, list[ExponentialPoint]]:
+        """Must be called with the lock held: this interval's exponential histograms folded into
+        the cumulative ones, as points."""
+        store = self.histograms
+        assert store is not None
+        assert self.exponential is not None
+        out: dict[int, list[ExponentialPoint]] = {}
+        for index, points in enumerate(store.points):
+            if not points:
+                continue
+            merged = self.merged.setdefault(index, {})
+            spec = ins.ALL[index]
+            out[index] = []
+            for key, interval in points.items():
+                total = merged.get(key)
+                if total is None:
+                    total = merged[key] = ExponentialHistogram(*self.exponential)
+                try:
+                    total.merge(interval)
+                except ValueError as e:  # the SDK fails the same way (see _exponential)
+                    report("exponential histogram merge", e)
+                    continue
+                finally:
+                    interval.reset()
+                start = store.starts[index][key]
+                point = total.point(_attrs(spec, key), start, now)
+                out[index].append(_with_exemplars(point, exemplars.get((index, key))))
+        return out
+
+
+def _context_getter() -> Callable[[], Any]:
+    """The current OTel context, read straight from its context variable when the runtime
+    context is the standard one (a C call instead of two Python frames per commit)."""
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    variable = getattr(runtime, "_current_context", None)
+    if type(runtime) is ContextVarsRuntimeContext and isinstance(variable, ContextVar):
+        return variable.get
+    return otel_context.get_current
+
+
+_current_context: Final = _context_getter()
+
+_Sample = tuple[int, int | None, int | None]
+"""An exemplar's time, span id and trace id."""
+_Exemplars = dict[tuple[int, tuple[Any, ...]], Any]
+ExponentialPoint = ExponentialHistogramDataPoint
+
+
+def _exponential_points(
+    store: Store, start: int, now: int, exemplars: _Exemplars
+) -> dict[int, list[ExponentialPoint]]:
+    out: dict[int, list[ExponentialPoint]] = {}
+    for index, points in enumerate(store.points):
+        if points and _IS_HISTOGRAM[index]:
+            spec = ins.ALL[index]
+            out[index] = [
+                _with_exemplars(h.point(_attrs(spec, key), start, now), exemplars.get((index, key)))
+                for key, h in points.items()
+            ]
+    return out
+
+
+def _with_exemplars(point: ExponentialPoint, reservoir: Any) -> ExponentialPoint:
+    return point if reservoir is None else replace(point, exemplars=_sum_exemplars(reservoir))
 
 
 Snapshot = list[tuple[tuple[Any, ...], list[Any], int]]
@@ -193,6 +372,14 @@ def _attrs(spec: ins.InstrumentSpec, key: tuple[Any, ...]) -> dict[str, Any]:
     return dict(_OVERFLOW_ATTRIBUTES) if key is OVERFLOW else attributes(spec, key)
 
 
+def _histogram_exemplars(found: Any) -> list[Exemplar]:
+    return [] if found is None else [e for _, e in sorted(found.items())]
+
+
+def _sum_exemplars(found: Any) -> list[Exemplar]:
+    return [] if found is None else [e for _, e in sorted(found[1].items())]
+
+
 def _metric(
     spec: ins.InstrumentSpec,
     index: int,
@@ -200,6 +387,7 @@ def _metric(
     now: int,
     temporality: AggregationTemporality,
     interval_start: int | None,
+    exemplars: Callable[[Any], Any],
 ) -> Metric | None:
     if not points:
         return None
@@ -218,6 +406,7 @@ def _metric(
                     explicit_bounds=bounds,
                     min=state[1],
                     max=state[2],
+                    exemplars=_histogram_exemplars(exemplars((index, key))),
                 )
                 for key, state, start in points
             ],
@@ -230,6 +419,7 @@ def _metric(
                 start_time_unix_nano=interval_start or start,
                 time_unix_nano=now,
                 value=_int64(state[0]),
+                exemplars=_sum_exemplars(exemplars((index, key))),
             )
             for key, state, start in points
         ]
@@ -255,36 +445,61 @@ class AggregateRecorder(Recorder):
         limit: int,
         scope: InstrumentationScope,
         resource: Resource,
+        exemplar_filter: str = "trace_based",
     ) -> None:
         super().__init__(bounds, prices)
         self.limit = limit
         self.scope = scope
         self.resource = resource
+        self.exemplar_filter = exemplar_filter
+        """The SDK's ``OTEL_METRICS_EXEMPLAR_FILTER``: trace_based, always_on or always_off."""
+        self._always_on = exemplar_filter == "always_on"
         self.lock = threading.Lock()
         self.cumulative = Store(limit)
         self.inflight: set[Request] = set()
         self.routes: dict[tuple[str, str], int] = {}
         self.views: list[View] = []
-        self._intervals: tuple[Store, ...] = ()
+        self._others: tuple[tuple[Store, bool], ...] = ()
         _forked.add(self)
 
     def rebuild_targets(self) -> None:
-        """Must be called with the lock held: the interval stores each commit also updates."""
-        self._intervals = tuple(v.interval for v in self.views if v.interval is not None)
+        """Must be called with the lock held: the views' own stores each commit also updates,
+        with whether they take histograms only."""
+        self._others = tuple(target for view in self.views for target in view.targets())
+
+    def sample(self) -> _Sample | None:
+        """The exemplar this moment yields under the filter, or None (one check per commit:
+        the SDK checks per measurement)."""
+        if self.exemplar_filter == "always_off":
+            return None
+        context = _current_context()
+        if context:
+            span = trace.get_current_span(context).get_span_context()
+            if span.is_valid and (span.trace_flags.sampled or self.exemplar_filter == "always_on"):
+                return (time_ns(), span.span_id, span.trace_id)
+        return (time_ns(), None, None) if self.exemplar_filter == "always_on" else None
 
     def apply(self, measurements: _schema.Measurements) -> None:
+        sample = self.sample()
         lock = self.lock
         lock.acquire()
         try:
-            self._apply(measurements)
+            self._apply(measurements, sample)
         finally:
             lock.release()
 
-    def _apply(self, measurements: _schema.Measurements) -> None:
+    def _apply(self, measurements: _schema.Measurements, sample: _Sample | None) -> None:
         """Must be called with the lock held."""
         self.cumulative.apply(measurements, True)
-        for store in self._intervals:
-            store.apply(measurements, False)
+        self._apply_views(measurements, sample)
+
+    def _apply_views(self, measurements: _schema.Measurements, sample: _Sample | None) -> None:
+        """Must be called with the lock held: what only some readers keep."""
+        for store, histograms_only in self._others:
+            store.apply((measurements[0], []) if histograms_only else measurements)
+        if sample is not None:
+            for view in self.views:
+                view.offer(measurements, sample)
 
     def event(self, measurement: _schema.Measurement) -> None:
         cell, value = measurement
@@ -294,9 +509,15 @@ class AggregateRecorder(Recorder):
         if index != _GAUGE_INDEX:
             self.apply(([], [measurement]))
             return
+        sample = self.sample()
         with self.lock:
-            for store in (self.cumulative, *self._intervals):
-                store.state(index, cell.key)[0] = value
+            self.cumulative.state(index, cell.key)[0] = value
+            for store, histograms_only in self._others:
+                if not histograms_only:
+                    store.state(index, cell.key)[0] = value
+            if sample is not None:
+                for view in self.views:
+                    view.offer(([], [measurement]), sample)
 
     def begin(self, rec: Request) -> None:
         # Requests in flight are the records in this set: set.add is atomic, so starting a
@@ -311,6 +532,8 @@ class AggregateRecorder(Recorder):
     def commit(self, rec: Request) -> None:
         try:
             ms = _schema.measurements(rec, self.keys, False)
+            # no span can be current in an empty context: the common case without tracing
+            sample = self.sample() if self._always_on or _current_context() else None
         except Exception as e:
             self.inflight.discard(rec)
             report("commit", e)
@@ -320,8 +543,8 @@ class AggregateRecorder(Recorder):
         try:
             self.inflight.discard(rec)
             self.cumulative.apply(ms, True)
-            for store in self._intervals:
-                store.apply(ms, False)
+            if self._others or sample is not None:
+                self._apply_views(ms, sample)
         except Exception as e:
             report("commit", e)
         finally:
@@ -340,8 +563,7 @@ class AggregateRecorder(Recorder):
         The SDK's ``collect()`` skips ``_receive_metrics`` when its own instruments have nothing
         to report, so the merge wraps the collect callback the MeterProvider installed.
         """
-        temporality = getattr(reader, "_instrument_class_temporality", {})
-        view = View(self, temporality)
+        view = View(self, reader)
         with self.lock:
             self.views.append(view)
             self.rebuild_targets()
@@ -397,7 +619,11 @@ class AggregateRecorder(Recorder):
         self.routes = {}
         for view in self.views:
             if view.interval is not None:
-                view.interval = Store(self.limit)
+                view.interval = Store(self.limit, view.interval.exponential)
+            if view.histograms is not None:
+                view.histograms = Store(self.limit, view.exponential)
+            view.merged = {}
+            view.exemplars = {}
             view.last_collection_ns = self.cumulative.start_ns
         self.rebuild_targets()
 

@@ -19,6 +19,8 @@ BUILTIN_EXPORTERS: Final = ("prometheus", "otlp", "console", "none")
 PROTOCOLS: Final = ("grpc", "http/protobuf")
 TEMPORALITIES: Final = ("cumulative", "delta", "lowmemory")
 RECORDERS: Final = ("aggregate", "sdk")
+HISTOGRAM_AGGREGATIONS: Final = ("explicit_bucket_histogram", "base2_exponential_bucket_histogram")
+EXEMPLAR_FILTERS: Final = ("trace_based", "always_on", "always_off")
 COMPRESSIONS: Final = ("gzip", "deflate", "none")
 
 
@@ -193,6 +195,15 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("temporality", ("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",),
             "cumulative", _choice(TEMPORALITIES),
             "OTLP temporality: `cumulative`, `delta` or `lowmemory` (spec semantics)."),
+    Setting("histogram_aggregation", ("OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION",),
+            "explicit_bucket_histogram", _choice(HISTOGRAM_AGGREGATIONS),
+            "Histograms over OTLP: `explicit_bucket_histogram` (semconv buckets) or"
+            " `base2_exponential_bucket_histogram` (160 buckets, scale from 20 down). The"
+            " Prometheus reader keeps explicit buckets either way."),
+    Setting("exemplar_filter", ("OTEL_METRICS_EXEMPLAR_FILTER",), "trace_based",
+            _choice(EXEMPLAR_FILTERS),
+            "Which measurements become exemplars (OTLP only): `trace_based` (inside a sampled"
+            " span), `always_on`, `always_off`."),
     Setting("export_interval_ms", ("OTEL_METRIC_EXPORT_INTERVAL",), 60_000.0, _millis,
             "Milliseconds between periodic exports (otlp, console)."),
     Setting("export_timeout_ms", ("OTEL_METRIC_EXPORT_TIMEOUT",), 30_000.0, _millis,
@@ -244,6 +255,8 @@ class Config:
     otlp_insecure: bool | None
     otlp_certificate: str | None
     temporality: str
+    histogram_aggregation: str
+    exemplar_filter: str
     export_interval_ms: float
     export_timeout_ms: float
     shutdown_timeout_ms: float

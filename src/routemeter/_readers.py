@@ -31,6 +31,10 @@ from opentelemetry.sdk.metrics.export import (
     MetricReader,
     PeriodicExportingMetricReader,
 )
+from opentelemetry.sdk.metrics.view import (
+    ExplicitBucketHistogramAggregation,
+    ExponentialBucketHistogramAggregation,
+)
 
 from routemeter._config import BUILTIN_EXPORTERS, Config, ConfigError
 from routemeter._endpoint import CHALLENGE, TOKEN_HINT, UNAUTHORIZED_BODY, authorized, is_loopback
@@ -194,6 +198,11 @@ def otlp_exporter(config: Config) -> MetricExporter:
         "headers": headers,
         "timeout": timeout_s,
         "preferred_temporality": temporality(config.temporality),
+        "preferred_aggregation": {
+            Histogram: ExponentialBucketHistogramAggregation()
+            if config.histogram_aggregation == "base2_exponential_bucket_histogram"
+            else ExplicitBucketHistogramAggregation()
+        },
     }
     if config.otlp_protocol == "grpc":
         from grpc import (  # type: ignore[import-untyped]  # grpcio ships no stubs

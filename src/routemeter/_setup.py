@@ -12,15 +12,21 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
-from typing import Any
+from typing import Any, Final
 
 from opentelemetry import metrics
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import Meter
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import (
+    AlwaysOffExemplarFilter,
+    AlwaysOnExemplarFilter,
+    ExemplarFilter,
+    MeterProvider,
+    TraceBasedExemplarFilter,
+)
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -151,6 +157,13 @@ def _resource(config: Config) -> Resource:
     return Resource.create()
 
 
+_EXEMPLAR_FILTERS: Final[dict[str, Callable[[], ExemplarFilter]]] = {
+    "trace_based": TraceBasedExemplarFilter,
+    "always_on": AlwaysOnExemplarFilter,
+    "always_off": AlwaysOffExemplarFilter,
+}
+
+
 def _meter(provider: MeterProvider, scope: InstrumentationScope) -> Meter:
     return provider.get_meter(scope.name, scope.version)
 
@@ -223,6 +236,7 @@ def setup(
                         aggregation=ExplicitBucketHistogramAggregation(DURATION_BUCKETS),
                     )
                 ],
+                exemplar_filter=_EXEMPLAR_FILTERS[config.exemplar_filter](),
                 shutdown_on_exit=False,  # _at_exit shuts down within the configured timeout
             )
             _owned.add(provider)
@@ -235,7 +249,12 @@ def setup(
                 handle.recorder = SdkRecorder(_meter(provider, scope), bounds, prices)
             else:
                 aggregate = AggregateRecorder(
-                    bounds, prices, limit=config.cardinality_limit, scope=scope, resource=resource
+                    bounds,
+                    prices,
+                    limit=config.cardinality_limit,
+                    scope=scope,
+                    resource=resource,
+                    exemplar_filter=config.exemplar_filter,
                 )
                 for reader in all_readers:
                     aggregate.attach(reader)
