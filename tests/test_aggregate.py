@@ -83,7 +83,7 @@ def attempts(draw: st.DrawFn) -> Attempt:
 
 @st.composite
 def requests(draw: st.DrawFn) -> Request:
-    rec = Request(draw(st.sampled_from(["default", "background", "think"])), "chat")
+    rec = Request((draw(st.sampled_from(["default", "background", "think"])), "chat"))
     rec.start = 0.0
     rec.end = draw(durations)
     rec.requested_model = draw(st.one_of(st.none(), names))
@@ -305,7 +305,7 @@ def test_overflow_keeps_totals_exact():
     pair = make_pair(in_memory(None), limit=5, max_models=1000)
     try:
         for i in range(50):
-            rec = Request("default", "chat")
+            rec = Request(("default", "chat"))
             rec.requested_model = f"model-{i}"
             rec.start, rec.end = 0.0, 0.5
             pair.record(rec)
@@ -328,12 +328,12 @@ def test_overflow_keeps_totals_exact():
 def test_threads_lose_no_count():
     """Eight threads committing 2,000 requests each: totals are exact."""
     pair = make_pair(in_memory(None), 2000)
-    template = Request("default", "chat")
+    template = Request(("default", "chat"))
     template.start, template.end = 0.0, 0.2
 
     def work() -> None:
         for _ in range(2000):
-            rec = Request("default", "chat")
+            rec = Request(("default", "chat"))
             rec.start, rec.end = 0.0, 0.2
             a = rec.attempt("openai", "gpt-4o-mini")
             a.start, a.end = 0.0, 0.1
@@ -367,7 +367,7 @@ def test_fork_child_starts_empty():
     import os
 
     pair = make_pair(in_memory(None), 2000)
-    rec = Request("default", "chat")
+    rec = Request(("default", "chat"))
     rec.start, rec.end = 0.0, 0.2
     pair.agg.begin(rec)
     pair.agg.commit(rec)

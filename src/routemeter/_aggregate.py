@@ -91,35 +91,18 @@ class Store:
         state = self.points[index].get(key)
         return self._new(index, key) if state is None else state
 
-    def apply(self, measurements: _schema.Measurements, cells: bool = False) -> None:
-        """Must be called with the recorder's lock held. ``cells``: this store's states are
-        cached on the cells (the cumulative store: no lookup per measurement); other stores
-        find theirs by key."""
+    def apply(self, measurements: _schema.Measurements) -> None:
+        """Must be called with the recorder's lock held: states found by key (the cumulative
+        store's are cached on the cells instead: ``AggregateRecorder.commit``)."""
         observed, counted = measurements
         if self.exponential is not None:
             for cell, value in observed:
                 self.state(cell.index, cell.key).record(value)
         else:
-            bounds = _BOUNDS
             for cell, value in observed:
-                state = cell.state if cells else None
-                if state is None:
-                    state = self.state(cell.index, cell.key)
-                    if cells:
-                        cell.state = state
-                state[0] += value
-                if value < state[1]:
-                    state[1] = value
-                if value > state[2]:
-                    state[2] = value
-                state[3 + bisect_left(bounds[cell.index], value)] += 1
+                _observe(self.state(cell.index, cell.key), cell.index, value)
         for cell, value in counted:
-            state = cell.state if cells else None
-            if state is None:
-                state = self.state(cell.index, cell.key)
-                if cells:
-                    cell.state = state
-            state[0] += value
+            self.state(cell.index, cell.key)[0] += value
 
     def key(self, index: int, key: tuple[Any, ...]) -> tuple[Any, ...]:
         """The key of the point a measurement under ``key`` went to (the overflow point when
@@ -145,6 +128,17 @@ class Store:
         points[key] = state
         self.starts[index][key] = time_ns()
         return state
+
+
+def _observe(state: list[Any], index: int, value: float) -> None:
+    """One histogram observation: ``[sum, min, max, *bucket_counts]``. The commit path inlines
+    this (a call per measurement is most of its cost); the two must stay the same."""
+    state[0] += value
+    if value < state[1]:
+        state[1] = value
+    if value > state[2]:
+        state[2] = value
+    state[3 + bisect_left(_BOUNDS[index], value)] += 1
 
 
 _IS_HISTOGRAM: Final = tuple(spec.kind == "histogram" for spec in ins.ALL)
@@ -490,7 +484,7 @@ class AggregateRecorder(Recorder):
 
     def _apply(self, measurements: _schema.Measurements, sample: _Sample | None) -> None:
         """Must be called with the lock held."""
-        self.cumulative.apply(measurements, True)
+        self.cumulative.apply(measurements)
         self._apply_views(measurements, sample)
 
     def _apply_views(self, measurements: _schema.Measurements, sample: _Sample | None) -> None:
@@ -538,11 +532,28 @@ class AggregateRecorder(Recorder):
             self.inflight.discard(rec)
             report("commit", e)
             return
+        observed, counted = ms
+        cumulative = self.cumulative
+        bounds = _BOUNDS
         lock = self.lock
         lock.acquire()
         try:
             self.inflight.discard(rec)
-            self.cumulative.apply(ms, True)
+            for cell, value in observed:  # _observe, inlined; the state cached on the cell
+                state = cell.state
+                if state is None:
+                    state = cell.state = cumulative.state(cell.index, cell.key)
+                state[0] += value
+                if value < state[1]:
+                    state[1] = value
+                if value > state[2]:
+                    state[2] = value
+                state[3 + bisect_left(bounds[cell.index], value)] += 1
+            for cell, value in counted:
+                state = cell.state
+                if state is None:
+                    state = cell.state = cumulative.state(cell.index, cell.key)
+                state[0] += value
             if self._others or sample is not None:
                 self._apply_views(ms, sample)
         except Exception as e:

@@ -202,20 +202,17 @@ class Request:
         "end",
         "error_type",
         "first_token",
-        "operation",
         "rejected",
         "requested_model",
-        "route",
         "route_key",
         "start",
         "streamed",
         "yielded",
     )
 
-    def __init__(self, route: str, operation: str) -> None:
-        self.route = route
-        self.operation = operation
-        self.route_key = (route, operation)
+    def __init__(self, route_key: tuple[str, str]) -> None:
+        self.route_key = route_key
+        """(route label, gen_ai.operation.name)"""
         self.start = perf_counter()
         self.end: float | None = None
         self.requested_model: str | None = None
@@ -353,7 +350,7 @@ class _NoopRequest(Request):
         return chunks
 
 
-NOOP: Final = _NoopRequest("", "")
+NOOP: Final = _NoopRequest(("", ""))
 
 current_var: ContextVar[Request] = ContextVar("routemeter_request", default=NOOP)
 

@@ -35,12 +35,12 @@ OPERATIONS: Final = frozenset(
 declared_routes: set[str] = set()
 
 
-def _begin(route: str, operation: str) -> Request | None:
+def _begin(route_key: tuple[str, str]) -> Request | None:
     recorder = _state.recorder
     if recorder is None:
         return None
     try:
-        rec = Request(route, operation)
+        rec = Request(route_key)
         recorder.begin(rec)
         return rec
     except Exception as e:
@@ -132,13 +132,14 @@ def route(label: str, *, operation: str = "chat") -> Callable[[F], F]:
             f" {', '.join(sorted(OPERATIONS))}"
         )
     declared_routes.add(label)
+    key = (label, operation)
 
     def decorate(fn: F) -> F:
         if inspect.isasyncgenfunction(fn):
 
             @functools.wraps(fn)
             def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-                rec = _begin(label, operation)
+                rec = _begin(key)
                 chunks = fn(*args, **kwargs)
                 return chunks if rec is None else stream_under(rec, chunks)
 
@@ -148,7 +149,7 @@ def route(label: str, *, operation: str = "chat") -> Callable[[F], F]:
 
             @functools.wraps(fn)
             def gen_wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
-                rec = _begin(label, operation)
+                rec = _begin(key)
                 chunks = fn(*args, **kwargs)
                 return chunks if rec is None else _iter_under(rec, chunks)
 
@@ -161,7 +162,7 @@ def route(label: str, *, operation: str = "chat") -> Callable[[F], F]:
                 recorder = _state.recorder
                 if recorder is None:
                     return await fn(*args, **kwargs)
-                rec = Request(label, operation)
+                rec = Request(key)
                 try:
                     recorder.begin(rec)
                 except Exception as e:
@@ -187,7 +188,7 @@ def route(label: str, *, operation: str = "chat") -> Callable[[F], F]:
             recorder = _state.recorder
             if recorder is None:
                 return fn(*args, **kwargs)
-            rec = Request(label, operation)
+            rec = Request(key)
             try:
                 recorder.begin(rec)
             except Exception as e:

@@ -445,7 +445,7 @@ class RoutemeterCallback(CustomLogger):
             operation = "chat"
         else:
             operation = _OPERATIONS.get(getattr(call_type, "value", call_type), OTHER)
-        rec = Request(self._route_for(group, md), operation)
+        rec = Request((self._route_for(group, md), operation))
         rec.start = start
         requested = group if group is not None else kwargs.get("model")
         if isinstance(requested, str):
