@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import routemeter
 from routemeter import _instruments as ins
@@ -255,3 +257,34 @@ def test_untimed_choice_counts_decision_without_duration(metrics: Capture):
     handle()
     assert metrics.value("llm.router.decisions", {"llm.router.reason": "cheap"}) == 1
     assert metrics.points("llm.router.decision.duration") == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    input_tokens=st.one_of(st.none(), st.integers(0, 2_000_000)),
+    output_tokens=st.one_of(st.none(), st.integers(0, 200_000)),
+    cache_read=st.one_of(st.none(), st.integers(0, 1000)),
+)
+def test_commit_cost_equals_rates_cost(input_tokens, output_tokens, cache_read):
+    """The commit's inline flat-rate cost is Rates.cost to the last bit, for any usage."""
+    from routemeter._config import load
+    from routemeter._pricing import Prices
+    from routemeter._record import Request
+    from routemeter._schema import COST, Keys, measurements
+    from routemeter._setup import _bounds
+    from routemeter._usage import Usage
+
+    prices = Prices()
+    keys = Keys(_bounds(load({})), prices)
+    rec = Request(("default", "chat"))
+    with rec.attempt("openai", "gpt-4o-mini") as a:
+        a.usage(
+            input_tokens=input_tokens, output_tokens=output_tokens, cache_read_tokens=cache_read
+        )
+    _, counted = measurements(rec, keys)
+    costs = [value for cell, value in counted if cell.index == COST]
+    rates = prices.rates("openai", "gpt-4o-mini")
+    assert rates is not None
+    assert rates.flat is not None
+    expected = rates.cost(Usage(input_tokens, output_tokens, cache_read))
+    assert costs == ([expected] if (input_tokens or output_tokens) and expected else [])

@@ -54,7 +54,7 @@ class Rates:
         """USD for one attempt's usage; cache reads and writes are part of ``usage.input``."""
         total_in, output, cache_read, cache_write, _ = usage
         flat = self.flat
-        if flat is not None and not cache_read and not cache_write:  # the common case
+        if flat is not None and not cache_read and not cache_write:  # _schema inlines this
             return self.per_request + (total_in or 0) * flat[0] + (output or 0) * flat[1]
         total_in = total_in or 0
         output = output or 0

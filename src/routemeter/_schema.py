@@ -103,6 +103,7 @@ class AttemptKeys:
         "cost",
         "duration_failed",
         "duration_ok",
+        "flat",
         "rates",
         "servers",
         "tokens",
@@ -141,6 +142,11 @@ class AttemptKeys:
                 self.rates = prices.rates(provider, priced)
             if self.rates is None and priced != model and model != sc.OTHER:
                 self.rates = prices.rates(provider, model)
+        self.flat = None
+        """(per request, per input token, per output token) when the rates are flat: the cost
+        of usage without cache tokens, computed inline at commit exactly as ``Rates.cost``."""
+        if self.rates is not None and self.rates.flat is not None:
+            self.flat = (self.rates.per_request, self.rates.flat[0], self.rates.flat[1])
 
     def duration(self, error: str) -> Cell:
         """The duration point of an attempt that failed with ``error`` (already bounded)."""
@@ -288,7 +294,11 @@ def measurements(rec: Request, keys: Keys, active: bool = True) -> Measurements:
             if reasoning:
                 count((tokens[4], reasoning))
             if k.rates is not None and (input_tokens or output):
-                cost = k.rates.cost(used)
+                flat = k.flat
+                if flat is not None and not cache_read and not cache_creation:
+                    cost = flat[0] + (input_tokens or 0) * flat[1] + (output or 0) * flat[2]
+                else:
+                    cost = k.rates.cost(used)
                 if cost:
                     count((k.cost, cost))
 
