@@ -41,6 +41,8 @@ docs: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+	if command -v valgrind >/dev/null; then $(BIN)/python -m benchmarks.instructions; \
+	else echo "valgrind not installed: skipping the instruction counts"; fi
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
