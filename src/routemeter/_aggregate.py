@@ -5,6 +5,10 @@ Recording a request costs one lock and a few list updates per measurement (the S
 about 10 µs per measurement here). Readers still receive ``MetricsData`` built from the SDK's
 public data classes, merged into the same collection as every SDK instrument (HTTP metrics, the
 application's own), so exporters see no difference.
+
+The cumulative explicit-bucket points are shared by every reader; what only some readers keep
+lives in their ``View``: delta points of the current interval, base2 exponential histograms, and
+exemplars, each the way the SDK would keep them for that reader.
 """
 
 from __future__ import annotations
