@@ -499,14 +499,14 @@ class _Reader:
         keys: tuple[str, ...],
         where: Callable[[dict[str, str]], bool] | None = None,
     ) -> dict[Key, float]:
-        out: dict[Key, float] = {}
+        values: dict[Key, list[float]] = {}
         for labels, value in self.samples.series.get(name, {}).items():
             d = self._labels(labels)
             if where is not None and not where(d):
                 continue
-            key = tuple(d.get(k, "") for k in keys)
-            out[key] = out.get(key, 0.0) + value
-        return out
+            values.setdefault(tuple(d.get(k, "") for k in keys), []).append(value)
+        # fsum: the same figure whatever order the series come in (a scrape, a federation)
+        return {key: math.fsum(v) for key, v in values.items()}
 
     def hist_by(self, base: str, keys: tuple[str, ...]) -> dict[Key, _Hist]:
         out: dict[Key, _Hist] = {}
@@ -587,7 +587,7 @@ def summarize(samples: Samples) -> Stats:
 
     def route_row(route: str, pick: Callable[[Key], bool]) -> RouteStats:
         def total(flat: Mapping[Key, float]) -> float:
-            return sum(v for k, v in flat.items() if pick(k))
+            return math.fsum(v for k, v in flat.items() if pick(k))
 
         def hist(hists: Mapping[Key, _Hist]) -> Latency:
             merged = _Hist()
@@ -656,9 +656,11 @@ def summarize(samples: Samples) -> Stats:
             return (provider, model, route)[:width]
 
         def add(into: dict[Key, float], flat: Mapping[Key, float]) -> dict[Key, float]:
+            values: dict[Key, list[float]] = {}
             for key, value in flat.items():
-                g = group(key)
-                into[g] = into.get(g, 0.0) + value
+                values.setdefault(group(key), []).append(value)
+            for g, v in values.items():
+                into[g] = math.fsum([into.get(g, 0.0), *v])
             return into
 
         def merge(hists: Mapping[Key, _Hist]) -> dict[Key, _Hist]:
