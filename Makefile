@@ -28,16 +28,17 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: $(STAMP) prometheus lint
-	$(BIN)/python -m routemeter._docs --check
+	$(BIN)/python -m routemeter.tools._docs --check
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	$(BIN)/pytest -m 'not integration' $(PYTEST_ARGS)
 
 docs: $(STAMP)
-	$(BIN)/python -m routemeter._docs --write
+	$(BIN)/python -m routemeter.tools._docs --write
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)

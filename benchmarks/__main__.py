@@ -19,7 +19,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import routemeter
-from routemeter import _instruments as ins
+from routemeter.recording import _instruments as ins
 from routemeter.testing import capture
 
 ATTRS = {"llm.router.route": "default", "gen_ai.operation.name": "chat"}

@@ -14,18 +14,18 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from routemeter._config import Config, ConfigError
-from routemeter._events import cache_entries, cache_evicted, cooldown, ratelimit_remaining
-from routemeter._ratelimit import ratelimit_from_headers
-from routemeter._record import Attempt, Decision, Request, current
-from routemeter._route import route
+from routemeter.request._events import cache_entries, cache_evicted, cooldown, ratelimit_remaining
+from routemeter.request._ratelimit import ratelimit_from_headers
+from routemeter.request._record import Attempt, Decision, Request, current
+from routemeter.request._route import route
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import MetricReader
 
-    from routemeter._asgi import ASGIApp
-    from routemeter._setup import Handle
-    from routemeter._stats import Stats
+    from routemeter.export._setup import Handle
+    from routemeter.integrations._asgi import ASGIApp
+    from routemeter.tools._stats import Stats
 
 __all__ = [
     "Attempt",
@@ -60,7 +60,7 @@ def setup(
 
     Idempotent: a second call returns the first handle. See docs/configuration.md.
     """
-    from routemeter._setup import setup as _setup
+    from routemeter.export._setup import setup as _setup
 
     return _setup(readers=readers, meter_provider=meter_provider, set_global=set_global, **settings)
 
@@ -68,14 +68,14 @@ def setup(
 def shutdown(timeout_s: float | None = None) -> None:
     """Flush every reader and stop the /metrics server; safe to call twice. Returns within
     ``timeout_s`` (default ``ROUTEMETER_SHUTDOWN_TIMEOUT``, 5 s) even if the Collector is down."""
-    from routemeter._setup import shutdown as _shutdown
+    from routemeter.export._setup import shutdown as _shutdown
 
     _shutdown(timeout_s)
 
 
 def instrument_app(app: ASGIApp, *, metrics_path: str | None = None) -> ASGIApp:
     """HTTP server metrics, ``GET /metrics`` and a flush at lifespan shutdown for an ASGI app."""
-    from routemeter._asgi import instrument_app as _instrument_app
+    from routemeter.integrations._asgi import instrument_app as _instrument_app
 
     return _instrument_app(app, metrics_path=metrics_path)
 
@@ -83,18 +83,18 @@ def instrument_app(app: ASGIApp, *, metrics_path: str | None = None) -> ASGIApp:
 def stats(*, since: Literal["start", "previous"] = "start") -> Stats:
     """Per route, provider and model: requests, errors, latency percentiles, tokens, cost,
     fallbacks and cache hits, since start or since the previous call. See docs/stats.md."""
-    from routemeter._stats import stats as _stats
+    from routemeter.tools._stats import stats as _stats
 
     return _stats(since=since)
 
 
 def __getattr__(name: str) -> Any:
     if name == "Handle":
-        from routemeter._setup import Handle
+        from routemeter.export._setup import Handle
 
         return Handle
     if name == "Stats":
-        from routemeter._stats import Stats
+        from routemeter.tools._stats import Stats
 
         return Stats
     raise AttributeError(f"module 'routemeter' has no attribute {name!r}")

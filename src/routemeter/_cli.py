@@ -47,12 +47,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args, rest = parser.parse_known_args(argv)
     if args.command == "demo":
-        from routemeter._demo import cli
+        from routemeter.demo import cli
 
         return int(cli(rest))
     if args.command == "top":
         try:
-            from routemeter._top import cli as top
+            from routemeter.tools._top import cli as top
         except ImportError as e:
             print(
                 f"routemeter top needs rich ({e.name} is missing): pip install 'routemeter[top]'",

@@ -96,7 +96,7 @@ def capture(**settings: Any) -> Iterator[Capture]:
 
     ``settings`` are ``setup()`` keyword arguments (``models=[...]``, ``max_models=...``).
     """
-    from routemeter._setup import setup, shutdown
+    from routemeter.export._setup import setup, shutdown
 
     shutdown()
     reader = InMemoryMetricReader()

@@ -13,7 +13,7 @@ import time
 
 import httpx
 
-from routemeter._demo import cli
+from routemeter.demo import cli
 from support.otlp_receiver import OTLPReceiver
 
 _READY_TIMEOUT_S = 20.0
@@ -65,7 +65,7 @@ def test_otlp_exporter_pushes_the_run_to_a_collector(monkeypatch, capsys, tmp_pa
 def test_serve_mode_runs_until_sigterm():
     """--serve answers until SIGTERM, then shuts down cleanly with status 0."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys, routemeter._demo as d; sys.exit(d.cli(sys.argv[1:]))",
+        [sys.executable, "-c", "import sys, routemeter.demo as d; sys.exit(d.cli(sys.argv[1:]))",
          "--serve", "--port", "0", "--no-progress"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from routemeter._demo.load import percentile
-from routemeter._demo.router import Cooldowns, ResponseCache, TokenBuckets, classify, translate
+from routemeter.demo.load import percentile
+from routemeter.demo.router import Cooldowns, ResponseCache, TokenBuckets, classify, translate
 
 SMALL = [{"role": "user", "content": "hi"}]
 

@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 import routemeter
-from routemeter._demo.load import LoadConfig, run_load
-from routemeter._demo.providers import Upstreams
-from routemeter._demo.router import Router, RouterSettings, build_app
-from routemeter._demo.run import bind, serving
+from routemeter.demo.load import LoadConfig, run_load
+from routemeter.demo.providers import Upstreams
+from routemeter.demo.router import Router, RouterSettings, build_app
+from routemeter.demo.run import bind, serving
 from support.prometheus import PrometheusServer, promtool_check_metrics, require_prometheus
 
 pytestmark = pytest.mark.integration

@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from routemeter._demo.load import Ledger, LoadConfig, run_load
-from routemeter._demo.providers import PROFILES, Incident, Profile, Upstreams
-from routemeter._demo.router import CHAINS, Router, RouterSettings, build_app
-from routemeter._demo.run import bind, serving
+from routemeter.demo.load import Ledger, LoadConfig, run_load
+from routemeter.demo.providers import PROFILES, Incident, Profile, Upstreams
+from routemeter.demo.router import CHAINS, Router, RouterSettings, build_app
+from routemeter.demo.run import bind, serving
 
 SEED = 7
 # A small cache, quick cooldowns and a roomy client rate (only the batch bursts overflow it), so

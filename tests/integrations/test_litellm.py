@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from routemeter._pricing import Prices
-from routemeter._usage import Usage
+from routemeter.recording._pricing import Prices
+from routemeter.request._usage import Usage
 from routemeter.testing import Capture
 
 from .kit import HEADROOM, USAGE, OpenAIStub, dead_port, require
@@ -753,9 +753,9 @@ async def test_callback_never_raises_into_litellm(install, metrics, caplog):
     callback.watch(None)
     callback.watch(object())
     kwargs = {"litellm_trace_id": "t", "model": MINI, "custom_llm_provider": "openai"}
-    from routemeter import _state
+    from routemeter.request import _sink
 
-    recorder = _state.recorder
+    recorder = _sink.active
     assert recorder is not None
 
     def broken(*_: Any) -> None:
@@ -783,7 +783,7 @@ def test_litellm_model_response_usage_is_read():
     from litellm.types.utils import ModelResponse
     from litellm.types.utils import Usage as LiteLLMUsage
 
-    from routemeter._usage import extract, response_model
+    from routemeter.request._usage import extract, response_model
 
     response = ModelResponse(
         model="claude-sonnet-4-5-20250929",

@@ -17,8 +17,7 @@ from typing import Any
 
 import pytest
 
-from routemeter import _docs
-from routemeter import _instruments as ins
+from routemeter.recording import _instruments as ins
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "compose.yaml"
@@ -90,7 +89,7 @@ def series_schema() -> dict[str, frozenset[str]]:
     """
     schema: dict[str, frozenset[str]] = {}
     for spec in ins.ALL:
-        name = _docs.prometheus_name(spec)
+        name = ins.prometheus_name(spec)
         labels = ALWAYS_LABELS | {_label(a) for a in spec.attributes}
         if spec.kind == "histogram":
             schema[f"{name}_bucket"] = labels | {"le"}

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from routemeter._demo import parser as demo_parser
+from routemeter.demo import parser as demo_parser
 
 from .kit import (
     COLLECTOR,

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 import routemeter
-from routemeter._demo.load import Ledger, LoadConfig, run_load
-from routemeter._demo.providers import Upstreams
-from routemeter._demo.router import Router, RouterSettings, build_app
-from routemeter._demo.run import bind, serving
+from routemeter.demo.load import Ledger, LoadConfig, run_load
+from routemeter.demo.providers import Upstreams
+from routemeter.demo.router import Router, RouterSettings, build_app
+from routemeter.demo.run import bind, serving
 from support.prometheus import JOB, PrometheusServer, require_prometheus
 
 from .kit import (

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 import routemeter
-from routemeter._demo.router import build_app
+from routemeter.demo.router import build_app
 
 from .hostile import fast_router
 

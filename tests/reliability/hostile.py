@@ -10,8 +10,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from routemeter._demo.providers import PROFILES, Profile, Upstreams
-from routemeter._demo.router import Router, RouterSettings
+from routemeter.demo.providers import PROFILES, Profile, Upstreams
+from routemeter.demo.router import Router, RouterSettings
 
 
 def instant(profile: Profile) -> Profile:

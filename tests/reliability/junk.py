@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.sdk.metrics.export import MetricsData
 
-from routemeter._bounds import acceptable
-from routemeter._semconv import OTHER
+from routemeter.recording._semconv import OTHER
+from routemeter.request._safe import acceptable
 
 INT64_MAX = 2**63 - 1
 HUGE_STRING = "x" * 1_000_000

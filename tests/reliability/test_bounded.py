@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 import routemeter
-from routemeter._demo.router import build_app
-from routemeter._demo.run import bind, serving
+from routemeter.demo.router import build_app
+from routemeter.demo.run import bind, serving
 from routemeter.testing import Capture, capture
 
 from .hostile import chat, exposition_series, exposition_values, fast_router

@@ -13,8 +13,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 import routemeter
-from routemeter import _endpoint, _readers
-from routemeter._endpoint import is_loopback
+from routemeter.export import _guard, _readers
+from routemeter.export._guard import is_loopback
 from support.asgi import serve
 
 TOKEN = "t0k3n-" + "9f8e7d6c5b4a3210" * 2
@@ -23,7 +23,7 @@ TOKEN = "t0k3n-" + "9f8e7d6c5b4a3210" * 2
 @pytest.fixture(autouse=True)
 def _fresh_warnings(monkeypatch):
     """Each test sees the once-per-process warnings afresh."""
-    monkeypatch.setattr(_endpoint, "_warned", set())
+    monkeypatch.setattr(_guard, "_warned", set())
 
 
 @routemeter.route("default")

@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import routemeter
-from routemeter import _errors, _usage
-from routemeter._record import Attempt
+from routemeter import _report
+from routemeter.request import _usage
+from routemeter.request._record import Attempt
 from routemeter.testing import Capture, capture
 
 from .junk import JunkStatus, NastyStatus, check_exportable, junk, usage_shaped
@@ -307,9 +308,9 @@ def test_token_counters_cannot_overflow_int64(metrics: Capture):
 
 def test_internal_failures_are_logged_once_per_kind(metrics: Capture, monkeypatch, caplog):
     """2,000 internal failures of each of two kinds log one warning per kind, count all."""
-    from routemeter import _schema
+    from routemeter.recording import _measurements
 
-    monkeypatch.setattr(_errors, "counts", Counter())
+    monkeypatch.setattr(_report, "counts", Counter())
 
     def broken_commit(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("commit exploded")
@@ -317,7 +318,7 @@ def test_internal_failures_are_logged_once_per_kind(metrics: Capture, monkeypatc
     def broken_usage(response: Any) -> Any:
         raise RuntimeError("extractor exploded")
 
-    monkeypatch.setattr(_schema, "measurements", broken_commit)
+    monkeypatch.setattr(_measurements, "measurements", broken_commit)
     monkeypatch.setattr(_usage, "extract", broken_usage)
 
     @routemeter.route("default")
@@ -334,4 +335,4 @@ def test_internal_failures_are_logged_once_per_kind(metrics: Capture, monkeypatc
         "routemeter: usage extraction",
     ]
     assert all(r.exc_info for r in warnings)
-    assert _errors.counts == Counter({"commit": 2000, "usage extraction": 2000})
+    assert _report.counts == Counter({"commit": 2000, "usage extraction": 2000})

@@ -9,8 +9,8 @@ import pytest
 from google.protobuf import json_format
 
 import routemeter
-from routemeter._demo.router import build_app
-from routemeter._demo.run import bind, serving
+from routemeter.demo.router import build_app
+from routemeter.demo.run import bind, serving
 from support.otlp_receiver import OTLPReceiver
 
 from .hostile import exposition_values, fast_router

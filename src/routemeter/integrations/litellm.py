@@ -51,14 +51,15 @@ from urllib.parse import urlsplit
 
 from litellm.integrations.custom_logger import CustomLogger
 
-from routemeter import _state
-from routemeter._bounds import Bounded, acceptable
-from routemeter._errors import report
-from routemeter._events import cooldown
-from routemeter._ratelimit import ratelimit_from_headers
-from routemeter._record import Request, error_type_of
-from routemeter._recorder import Recorder
-from routemeter._semconv import OTHER
+from routemeter._report import report
+from routemeter.recording._bounds import Bounded
+from routemeter.recording._semconv import OTHER
+from routemeter.request import _sink
+from routemeter.request._events import cooldown
+from routemeter.request._ratelimit import ratelimit_from_headers
+from routemeter.request._record import Request, error_type_of
+from routemeter.request._safe import acceptable
+from routemeter.request._sink import Sink
 
 __all__ = ["RouteOption", "RoutemeterCallback"]
 
@@ -201,7 +202,7 @@ class _Open:
         "touched",
     )
 
-    def __init__(self, key: tuple[str, str], rec: Request, recorder: Recorder) -> None:
+    def __init__(self, key: tuple[str, str], rec: Request, recorder: Sink) -> None:
         self.key = key
         self.rec = rec
         self.recorder = recorder
@@ -425,7 +426,7 @@ class RoutemeterCallback(CustomLogger):
         key: tuple[str, str],
         kwargs: Mapping[str, Any],
         start: float,
-        recorder: Recorder,
+        recorder: Sink,
         call_type: Any = None,
         group: str | None = None,
     ) -> tuple[_Open, list[_Open]]:
@@ -464,7 +465,7 @@ class RoutemeterCallback(CustomLogger):
     # ---- event handling --------------------------------------------------------------------
 
     def _started(self, kwargs: Any) -> None:
-        recorder = _state.recorder
+        recorder = _sink.active
         if recorder is None or self._closed or not isinstance(kwargs, Mapping):
             return
         self._watch_proxy()
@@ -490,7 +491,7 @@ class RoutemeterCallback(CustomLogger):
     def _record_end(
         self, kwargs: Any, response: Any, start_time: Any, end_time: Any, failed: bool
     ) -> None:
-        recorder = _state.recorder
+        recorder = _sink.active
         if recorder is None or self._closed or not isinstance(kwargs, Mapping):
             return
         self._watch_proxy()
@@ -560,7 +561,7 @@ class RoutemeterCallback(CustomLogger):
             self._commit(finished)
 
     def _proxy_request(self, data: Any, call_type: Any) -> None:
-        recorder = _state.recorder
+        recorder = _sink.active
         if recorder is None or self._closed or not isinstance(data, Mapping):
             return
         call_id = data.get("litellm_call_id")
@@ -577,7 +578,7 @@ class RoutemeterCallback(CustomLogger):
             self._commit(old, INCOMPLETE)
 
     def _proxy_failed(self, data: Any, exc: Any) -> None:
-        recorder = _state.recorder
+        recorder = _sink.active
         if recorder is None or self._closed or not isinstance(data, Mapping):
             return
         call_id = data.get("litellm_call_id")
@@ -606,7 +607,7 @@ class RoutemeterCallback(CustomLogger):
     def _refused(self, request_kwargs: Any) -> None:
         """The watched router found no deployment for a request (it raises to the caller, or
         falls back to another model group)."""
-        recorder = _state.recorder
+        recorder = _sink.active
         if recorder is None or self._closed or not isinstance(request_kwargs, Mapping):
             return
         now = perf_counter()

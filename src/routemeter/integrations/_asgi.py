@@ -1,0 +1,189 @@
+"""``instrument_app``: HTTP server metrics from opentelemetry-instrumentation-asgi, a mounted
+/metrics, and a lifespan hook that flushes every reader before the server exits.
+
+The mounted endpoint asks for the bearer token when ``ROUTEMETER_METRICS_TOKEN`` is set, and
+refuses (503) when sibling worker processes share the app's port: a scrape would reach one of
+them at random. Apps that do not speak the lifespan protocol (Django's ASGI handler, bare ASGI
+callables) get it spoken for them, so the flush at shutdown still happens."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from routemeter.export import _setup
+from routemeter.export._guard import (
+    CHALLENGE,
+    TOKEN_HINT,
+    UNAUTHORIZED_BODY,
+    authorized,
+    is_loopback,
+    warn_once,
+)
+from routemeter.integrations._workers import WorkerCheck, shared_port_body
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
+_log = logging.getLogger("routemeter")
+
+
+def _opt_in_stable_http() -> None:
+    """The instrumentation emits the stable ``http.server.request.duration`` (s) only when opted in
+    before it initialises; without it, the deprecated millisecond ``http.server.duration``."""
+    current = os.environ.get(_OPT_IN, "")
+    modes = {m.strip() for m in current.split(",") if m.strip()}
+    if not modes & {"http", "http/dup"}:
+        os.environ[_OPT_IN] = ",".join(sorted(modes | {"http"}))
+
+
+def instrument_app(app: ASGIApp, *, metrics_path: str | None = None) -> ASGIApp:
+    """Wrap any ASGI app: stable HTTP server metrics, ``GET /metrics`` when the Prometheus reader
+    is on, and a flush of every reader at lifespan shutdown (so SIGTERM loses no tail)."""
+    handle = _setup.current_handle() or _setup.setup()
+    _opt_in_stable_http()
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    path = metrics_path or handle.config.metrics_path
+    exposition: ASGIApp | None = None
+    served: dict[str, ASGIApp] = {}  # /metrics and /metrics/stats (JSON), behind one check
+    if handle.prometheus is not None:
+        from prometheus_client import make_asgi_app
+
+        from routemeter.tools._stats import asgi_app as stats_app
+
+        exposition = make_asgi_app(handle.prometheus.registry)
+        served = {
+            path: exposition,
+            f"{path.rstrip('/')}/stats": stats_app(handle.prometheus.registry),
+        }
+    instrumented = OpenTelemetryMiddleware(
+        app,
+        excluded_urls=f"^{path}$" if exposition is not None else None,
+        meter_provider=handle.meter_provider,
+    )
+    token = handle.config.metrics_token
+    workers = WorkerCheck()
+
+    async def routemeter_app(scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if (
+            kind == "http"
+            and exposition is not None
+            and scope["path"] in served
+            and scope["method"] in ("GET", "HEAD")
+        ):
+            await _expose(served[scope["path"]], scope, receive, send, token, workers)
+            return
+        if kind == "lifespan":
+            await _lifespan(app, scope, receive, send)
+            return
+        await instrumented(scope, receive, send)
+
+    return routemeter_app
+
+
+async def _expose(
+    exposition: ASGIApp,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    token: str | None,
+    workers: WorkerCheck,
+) -> None:
+    """The mounted endpoint: the token when one is set, never one worker's numbers for all."""
+    if token is not None:
+        header = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), None)
+        if not authorized(header, token):
+            await _answer(scope, send, 401, UNAUTHORIZED_BODY, CHALLENGE)
+            return
+    else:
+        _warn_if_exposed(scope)
+    shared = workers.workers or await asyncio.to_thread(workers.shared)
+    if shared:
+        body = shared_port_body(shared)
+        warn_once("shared-port", "%s", body.decode().strip())
+        await _answer(scope, send, 503, body)
+        return
+    await exposition(scope, receive, send)
+
+
+def _warn_if_exposed(scope: Scope) -> None:
+    for end in ("client", "server"):
+        address = scope.get(end)
+        host = address[0] if address else None
+        if host and not is_loopback(str(host)):
+            warn_once(
+                "mounted-exposed",
+                "routemeter: the app's %s answered %s beyond loopback without authentication;"
+                " %s, or serve the app on loopback only",
+                scope.get("path"),
+                host,
+                TOKEN_HINT,
+            )
+            return
+
+
+async def _answer(
+    scope: Scope, send: Send, status: int, body: bytes, challenge: str | None = None
+) -> None:
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if challenge is not None:
+        headers.append((b"www-authenticate", challenge.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+
+async def _lifespan(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Run the app's lifespan with a flush before ``lifespan.shutdown.complete``. An app that
+    refuses the protocol (raises or returns without a word), or stops speaking it, has it spoken
+    for it: otherwise the server skips the lifespan and with it the flush."""
+    consumed: list[str] = []
+    sent: list[str] = []
+
+    async def app_receive() -> Message:
+        message = await receive()
+        consumed.append(str(message.get("type")))
+        return message
+
+    async def app_send(message: Message) -> None:
+        kind = str(message.get("type"))
+        sent.append(kind)
+        if kind == "lifespan.shutdown.complete":
+            await _flush()
+        await send(message)
+
+    try:
+        await app(scope, app_receive, app_send)
+    except Exception:
+        if "lifespan.shutdown" in consumed and "lifespan.shutdown.complete" not in sent:
+            await _flush()  # the app failed in its own shutdown: the tail still goes out
+        if sent:  # the app speaks lifespan and failed: the server reports it
+            raise
+        _log.debug("routemeter: the app refused the lifespan protocol; routemeter speaks it")
+    if "lifespan.shutdown.complete" in sent or any(k.endswith(".failed") for k in sent):
+        return
+    if "lifespan.startup.complete" not in sent:
+        if "lifespan.startup" not in consumed:
+            await receive()
+        await send({"type": "lifespan.startup.complete"})
+    if "lifespan.shutdown" not in consumed:
+        await receive()
+    await _flush()
+    await send({"type": "lifespan.shutdown.complete"})
+
+
+async def _flush() -> None:
+    handle = _setup.current_handle()
+    if handle is not None:
+        await asyncio.to_thread(handle.force_flush)

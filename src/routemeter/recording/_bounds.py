@@ -1,0 +1,86 @@
+"""Bounded attribute values: every value an attribute can take is finite and non-secret.
+
+A value passes when the application declared it, or when it is among the first ``limit``
+distinct well-formed values seen; everything else becomes ``_OTHER``. Secret-shaped values
+(API keys, emails, IP addresses, bearer tokens) never pass, even when declared by mistake.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from routemeter.recording._semconv import OTHER
+from routemeter.request._safe import acceptable
+
+
+class Bounded:
+    """An allow-list for one attribute dimension: declared or known values, plus the first
+    ``limit`` others seen.
+
+    Lookups of admitted values are one dict access; the lock is taken only to admit.
+    """
+
+    __slots__ = ("_known", "_lock", "_seen", "_used", "limit", "name", "rejected")
+
+    def __init__(
+        self,
+        name: str,
+        declared: Iterable[str] = (),
+        limit: int = 100,
+        known: Callable[[str], bool] | None = None,
+    ) -> None:
+        self.name = name
+        self.limit = limit
+        self._known = known
+        self._seen: dict[str, str] = {v: v for v in declared if acceptable(v)}
+        self._lock = threading.Lock()
+        self._used = 0
+        self.rejected = 0
+
+    def __call__(self, value: object) -> str:
+        if type(value) is str:
+            hit = self._seen.get(value)
+            if hit is not None:
+                return hit
+            return self._admit(value)
+        return OTHER
+
+    def _admit(self, value: str) -> str:
+        if not acceptable(value):
+            self.rejected += 1
+            return OTHER
+        known = self._known is not None and self._known(value)
+        with self._lock:
+            if value in self._seen:
+                return value
+            if not known:
+                if self._used >= self.limit:
+                    self.rejected += 1
+                    return OTHER
+                self._used += 1
+            self._seen[value] = value
+            return value
+
+    @property
+    def admitted(self) -> frozenset[str]:
+        return frozenset(self._seen)
+
+    @property
+    def seen(self) -> dict[str, str]:
+        """The admitted values (read-only use): a plain dict, for lookups on the hot path."""
+        return self._seen
+
+
+@dataclass(slots=True)
+class Bounds:
+    """One allow-list per attribute dimension whose values come from outside the code."""
+
+    providers: Bounded
+    models: Bounded
+    requested_models: Bounded
+    servers: Bounded = field(default_factory=lambda: Bounded("server.address", limit=100))
+    reasons: Bounded = field(default_factory=lambda: Bounded("llm.router.reason", limit=50))
+    errors: Bounded = field(default_factory=lambda: Bounded("error.type", limit=100))
+    caches: Bounded = field(default_factory=lambda: Bounded("llm.router.cache.name", limit=20))

@@ -1,0 +1,362 @@
+"""From a committed request record to measurements: the one place that knows which facts feed
+which metric under which attributes.
+
+A measurement is ``(cell, value)``. A ``Cell`` names one metric point: ``index`` into
+``_instruments.ALL`` and ``key``, a tuple of attribute values aligned with that spec's
+``attributes`` (``None`` = absent). Cells are built once per attribute set and cached with the
+raw values that produce them, so a commit does no key building or lookups for the attribute
+sets it has seen before; a recorder may keep its per-point state on the cell. Both recorders
+consume the same measurements, so they cannot disagree on the schema.
+"""
+
+from __future__ import annotations
+
+from time import perf_counter
+from typing import Any, Final
+
+from routemeter.recording import _instruments as ins
+from routemeter.recording import _semconv as sc
+from routemeter.recording._bounds import Bounds
+from routemeter.recording._pricing import Prices
+from routemeter.request._record import Request, iter_marks
+from routemeter.request._usage import EMPTY
+
+
+class Cell:
+    """One metric point: its metric, its attribute key, and what a recorder keeps for it."""
+
+    __slots__ = ("attrs", "index", "key", "state")
+
+    def __init__(self, index: int, key: tuple[Any, ...]) -> None:
+        self.index = index
+        self.key = key
+        self.state: list[Any] | None = None
+        """The aggregate recorder's live cumulative state for this point."""
+        self.attrs: dict[str, Any] | None = None
+        """The SDK recorder's attribute dict for this point."""
+
+
+Measurement = tuple[Cell, float]
+Measurements = tuple[list[Measurement], list[Measurement]]
+"""Histogram observations and sum increments (counters, up-down counters)."""
+
+_INDEX: Final = {spec.name: i for i, spec in enumerate(ins.ALL)}
+SERVER_DURATION: Final = _INDEX[sc.GEN_AI_SERVER_REQUEST_DURATION]
+TTFT: Final = _INDEX[sc.GEN_AI_SERVER_TIME_TO_FIRST_TOKEN]
+TPOT: Final = _INDEX[sc.GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN]
+CLIENT_DURATION: Final = _INDEX[sc.GEN_AI_CLIENT_OPERATION_DURATION]
+TTFC: Final = _INDEX[sc.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK]
+TPOC: Final = _INDEX[sc.GEN_AI_CLIENT_OPERATION_TIME_PER_OUTPUT_CHUNK]
+TOKEN_USAGE: Final = _INDEX[sc.GEN_AI_CLIENT_TOKEN_USAGE]
+TOKENS: Final = _INDEX[sc.LLM_ROUTER_USAGE_TOKENS]
+COST: Final = _INDEX[sc.LLM_ROUTER_COST]
+DECISIONS: Final = _INDEX[sc.LLM_ROUTER_DECISIONS]
+DECISION_DURATION: Final = _INDEX[sc.LLM_ROUTER_DECISION_DURATION]
+FALLBACKS: Final = _INDEX[sc.LLM_ROUTER_FALLBACKS]
+ACTIVE: Final = _INDEX[sc.LLM_ROUTER_REQUESTS_ACTIVE]
+CACHE_LOOKUPS: Final = _INDEX[sc.LLM_ROUTER_CACHE_LOOKUPS]
+CACHE_EVICTIONS: Final = _INDEX[sc.LLM_ROUTER_CACHE_EVICTIONS]
+CACHE_ENTRIES: Final = _INDEX[sc.LLM_ROUTER_CACHE_ENTRIES]
+RATELIMIT_REMAINING: Final = _INDEX[sc.LLM_ROUTER_RATELIMIT_REMAINING]
+REJECTIONS: Final = _INDEX[sc.LLM_ROUTER_RATELIMIT_REJECTIONS]
+COOLDOWNS: Final = _INDEX[sc.LLM_ROUTER_COOLDOWNS]
+
+_HIT: Final = "hit"
+_MISS: Final = "miss"
+_TOKEN_TYPES: Final = (
+    sc.TOKEN_INPUT,
+    sc.TOKEN_OUTPUT,
+    sc.TOKEN_CACHE_READ,
+    sc.TOKEN_CACHE_CREATION,
+    sc.TOKEN_REASONING,
+)
+
+
+class RouteCells:
+    """The points a route label owns whatever it routes to."""
+
+    __slots__ = ("active", "decision_duration")
+
+    def __init__(self, route: tuple[str, str]) -> None:
+        self.active = Cell(ACTIVE, route)
+        self.decision_duration = Cell(DECISION_DURATION, route)
+
+
+class ServerCells:
+    """The server-side points of a request answered by one provider for one requested model."""
+
+    __slots__ = ("duration", "tpot", "ttft")
+
+    def __init__(self, raw: tuple[Any, ...]) -> None:
+        route, provider, requested, response_model, error = raw
+        server = (*route, provider, requested, response_model)
+        self.duration = Cell(SERVER_DURATION, (*server, error))
+        self.ttft = Cell(TTFT, server)
+        self.tpot = Cell(TPOT, server)
+
+
+class AttemptKeys:
+    """Every point an attempt with these raw names feeds, bounded and built once."""
+
+    __slots__ = (
+        "base",
+        "cost",
+        "duration_failed",
+        "duration_ok",
+        "flat",
+        "rates",
+        "servers",
+        "tokens",
+        "tpoc",
+        "ttfc",
+        "usage_input",
+        "usage_output",
+        "with_attempt",
+    )
+
+    def __init__(
+        self, b: Bounds, prices: Prices, route: tuple[str, str], raw: tuple[Any, ...]
+    ) -> None:
+        _, provider_raw, model_raw, response_raw, address_raw, port_raw = raw
+        provider = b.providers(provider_raw)
+        model = b.models(model_raw)
+        response_model = b.models(response_raw) if response_raw else None
+        self.base = base = (*route, provider, model, response_model)
+        address = b.servers(address_raw) if address_raw else None
+        port = port_raw if type(port_raw) is int and 0 < port_raw < 65536 else None
+        self.with_attempt = attempt = (*base, address, port)
+        self.duration_ok = Cell(CLIENT_DURATION, (*attempt, None))
+        self.duration_failed: dict[str, Cell] = {}
+        self.ttfc = Cell(TTFC, attempt)
+        self.tpoc = Cell(TPOC, attempt)
+        self.usage_input = Cell(TOKEN_USAGE, (*attempt, sc.TOKEN_INPUT))
+        self.usage_output = Cell(TOKEN_USAGE, (*attempt, sc.TOKEN_OUTPUT))
+        self.tokens = tuple(Cell(TOKENS, (*base, t)) for t in _TOKEN_TYPES)
+        self.cost = Cell(COST, base)
+        self.servers: dict[str | None, ServerCells] = {}
+        """Server-side points of successful requests this attempt served, by requested model."""
+        self.rates = None
+        if provider != sc.OTHER:
+            priced = response_model or model
+            if priced != sc.OTHER:
+                self.rates = prices.rates(provider, priced)
+            if self.rates is None and priced != model and model != sc.OTHER:
+                self.rates = prices.rates(provider, model)
+        self.flat = None
+        """(per request, per input token, per output token) when the rates are flat: the cost
+        of usage without cache tokens, computed inline at commit exactly as ``Rates.cost``."""
+        if self.rates is not None and self.rates.flat is not None:
+            self.flat = (self.rates.per_request, self.rates.flat[0], self.rates.flat[1])
+
+    def duration(self, error: str) -> Cell:
+        """The duration point of an attempt that failed with ``error`` (already bounded)."""
+        cell = self.duration_failed.get(error)
+        if cell is None:
+            cell = Cell(CLIENT_DURATION, (*self.with_attempt, error))
+            if len(self.duration_failed) < Keys.LIMIT:
+                self.duration_failed[error] = cell
+        return cell
+
+
+class Keys:
+    """Cells per raw attribute combination; a routed request repeats the same few combinations,
+    so a commit is mostly dict lookups. Size-capped: past the cap cells are built per request,
+    which is slower but still bounded (the recorder finds the point by its key)."""
+
+    LIMIT: Final = 10_000
+
+    def __init__(self, bounds: Bounds, prices: Prices) -> None:
+        self.bounds = bounds
+        self.prices = prices
+        self.attempts: dict[tuple[Any, ...], AttemptKeys] = {}
+        self.decisions: dict[tuple[Any, ...], Cell] = {}
+        self.routes: dict[tuple[str, str], RouteCells] = {}
+        self.servers: dict[tuple[Any, ...], ServerCells] = {}
+        self.requested_seen = bounds.requested_models.seen
+
+    def decision(self, raw: tuple[Any, ...]) -> Cell:
+        route, requested, provider, model, reason = raw
+        b = self.bounds
+        chosen = b.reasons(reason) if reason else "none"
+        cell = Cell(DECISIONS, (*route, requested, b.providers(provider), b.models(model), chosen))
+        if len(self.decisions) < self.LIMIT:
+            self.decisions[raw] = cell
+        return cell
+
+    def attempt(self, raw: tuple[Any, ...]) -> AttemptKeys:
+        keys = AttemptKeys(self.bounds, self.prices, raw[0], raw)
+        if len(self.attempts) < self.LIMIT:
+            self.attempts[raw] = keys
+        return keys
+
+    def route(self, route: tuple[str, str]) -> RouteCells:
+        cells = self.routes.get(route)
+        if cells is None:
+            cells = RouteCells(route)
+            if len(self.routes) < self.LIMIT:
+                self.routes[route] = cells
+        return cells
+
+    def server(self, key: tuple[Any, ...]) -> ServerCells:
+        cells = ServerCells(key)
+        if len(self.servers) < self.LIMIT:
+            self.servers[key] = cells
+        return cells
+
+
+def _plain(raw: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``raw`` with every value that is not a str, an int or None replaced by ``_OTHER``, so a
+    request whose handler passed unhashable or hostile objects is still counted (rarely taken:
+    the lookups above fail only on such values)."""
+    route, *values = raw
+    return (route, *(v if v is None or type(v) in (str, int) else sc.OTHER for v in values))
+
+
+def measurements(rec: Request, keys: Keys, active: bool = True) -> Measurements:
+    """Everything a finished request contributes, in one pass: histogram observations, then
+    sum increments (``active=False`` leaves out the in-flight decrement, for a recorder that
+    counts requests in flight itself)."""
+    b = keys.bounds
+    end = rec.end if rec.end is not None else perf_counter()
+    route = rec.route_key
+    raw_requested = rec.requested_model
+    if raw_requested is None:
+        requested = None
+    else:
+        requested = keys.requested_seen.get(raw_requested) or b.requested_models(raw_requested)
+    observed: list[Measurement] = []
+    counted: list[Measurement] = []
+    observe = observed.append
+    count = counted.append
+    if active:
+        count(((keys.routes.get(route) or keys.route(route)).active, -1))
+
+    d = rec.decision
+    if d is not None:
+        if d.timed:
+            elapsed = (d.end or end) - d.start
+            cells = keys.routes.get(route) or keys.route(route)
+            observe((cells.decision_duration, elapsed if elapsed > 0.0 else 0.0))
+        if d.provider is not None and d.model is not None:
+            chosen = (route, requested, d.provider, d.model, d.reason)
+            try:
+                target = keys.decisions.get(chosen) or keys.decision(chosen)
+            except Exception:  # a value that cannot be hashed or tested: it becomes _OTHER
+                target = keys.decision(_plain(chosen))
+            count((target, 1))
+
+    served: AttemptKeys | None = None
+    last: AttemptKeys | None = None
+    last_error: str | None = None
+    output_tokens: int | None = None
+    for a in rec.attempts:
+        raw = (route, a.provider, a.model, a.response_model, a.server_address, a.server_port)
+        try:
+            k = keys.attempts.get(raw) or keys.attempt(raw)
+        except Exception:  # a value that cannot be hashed or tested: it becomes _OTHER
+            k = keys.attempt(_plain(raw))
+        if a.error_type is None:
+            error = None
+            duration = k.duration_ok
+        else:
+            error = b.errors(a.error_type)
+            duration = k.duration(error)
+        if last_error is not None and last is not None:
+            base, was = k.base, last.base
+            count((Cell(FALLBACKS, (*route, base[2], base[3], was[2], was[3], last_error)), 1))
+
+        elapsed = (a.end if a.end is not None else end) - a.start
+        observe((duration, elapsed if elapsed > 0.0 else 0.0))
+
+        marks = a.chunk_marks
+        if marks:
+            observe((k.ttfc, max(marks[0] - a.start, 0.0)))
+            tpoc = k.tpoc
+            for gap in iter_marks(marks):
+                observe((tpoc, gap))
+
+        used = a.used
+        if used is not EMPTY:
+            tokens = k.tokens
+            input_tokens, output, cache_read, cache_creation, reasoning = used
+            if input_tokens is not None:
+                observe((k.usage_input, input_tokens))
+                if input_tokens:
+                    count((tokens[0], input_tokens))
+            if output is not None:
+                observe((k.usage_output, output))
+                if output:
+                    count((tokens[1], output))
+            if cache_read:
+                count((tokens[2], cache_read))
+            if cache_creation:
+                count((tokens[3], cache_creation))
+            if reasoning:
+                count((tokens[4], reasoning))
+            if k.rates is not None and (input_tokens or output):
+                flat = k.flat
+                if flat is not None and not cache_read and not cache_creation:
+                    cost = flat[0] + (input_tokens or 0) * flat[1] + (output or 0) * flat[2]
+                else:
+                    cost = k.rates.cost(used)
+                if cost:
+                    count((k.cost, cost))
+
+        last, last_error = k, error
+        if error is None:
+            served = k
+            output_tokens = used.output
+
+    error_type = rec.error_type
+    if error_type is None and last_error is not None and served is None:
+        error_type = last_error
+    error_attr = b.errors(error_type) if error_type is not None else None
+    who = served or last
+    server = served.servers.get(requested) if served is not None and error_attr is None else None
+    if server is None:
+        server_key = (
+            route,
+            who.base[2] if who is not None else None,
+            requested,
+            served.base[4] if served is not None else None,
+            error_attr,
+        )
+        server = keys.servers.get(server_key) or keys.server(server_key)
+        if served is not None and error_attr is None and len(served.servers) < Keys.LIMIT:
+            served.servers[requested] = server
+    elapsed = end - rec.start
+    observe((server.duration, elapsed if elapsed > 0.0 else 0.0))
+
+    if rec.first_token is not None:
+        observe((server.ttft, max(rec.first_token - rec.start, 0.0)))
+        if error_type is None:
+            after_first = (output_tokens or rec.yielded) - 1
+            if after_first > 0:
+                observe((server.tpot, max(end - rec.first_token, 0.0) / after_first))
+
+    if rec.caches:
+        r = route[0]
+        for name, hit in rec.caches:
+            count((Cell(CACHE_LOOKUPS, (r, b.caches(name), _HIT if hit else _MISS)), 1))
+    if rec.rejected:
+        count((Cell(REJECTIONS, (*route, requested)), 1))
+    return observed, counted
+
+
+def cooldown(b: Bounds, provider: str, model: str, error_type: str | None) -> Measurement:
+    error = b.errors(error_type) if error_type else None
+    return (Cell(COOLDOWNS, (b.providers(provider), b.models(model), error)), 1)
+
+
+def cache_evicted(b: Bounds, name: str, count: int) -> Measurement:
+    return (Cell(CACHE_EVICTIONS, (b.caches(name),)), count)
+
+
+def cache_entries(b: Bounds, name: str, delta: int) -> Measurement:
+    return (Cell(CACHE_ENTRIES, (b.caches(name),)), delta)
+
+
+def ratelimit_remaining(
+    b: Bounds, provider: str, model: str, kind: str, value: float
+) -> Measurement:
+    return (Cell(RATELIMIT_REMAINING, (b.providers(provider), b.models(model), kind)), value)

@@ -1,0 +1,446 @@
+"""The per-request record: filled during the request, committed once at its end.
+
+Recording methods only store facts in slots. Bounding, costing and emitting happen in the
+recorder at commit, so a handler pays for a few attribute stores, and nothing it calls here can
+raise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextvars import ContextVar
+from time import perf_counter
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final
+
+from routemeter._report import report
+from routemeter.request import _usage
+from routemeter.request._usage import EMPTY, MAX_TOKENS, Usage
+
+if TYPE_CHECKING:
+    from routemeter.request._sink import Sink
+
+MAX_CHUNK_MARKS: Final = 100_000
+_new_usage = tuple.__new__  # builds a Usage without the namedtuple's Python-level __new__
+
+
+def error_type_of(exc: BaseException) -> str:
+    """semconv ``error.type``: the HTTP status a provider error carries, else the class name."""
+    try:
+        status = getattr(exc, "status_code", None)
+        if status is None:
+            status = getattr(getattr(exc, "response", None), "status_code", None)
+        if type(status) is int and 100 <= status <= 599:
+            return str(status)
+    except Exception:  # an exception whose attributes raise: fall back to its class
+        pass
+    return type(exc).__name__
+
+
+def _error_value(error_type: object) -> str | None:
+    if isinstance(error_type, BaseException):
+        return error_type_of(error_type)
+    if type(error_type) is int:
+        return str(error_type)
+    if isinstance(error_type, str) and error_type:
+        return error_type
+    return None
+
+
+class Attempt:
+    """One upstream call. Use as a context manager: an exception inside marks it failed."""
+
+    __slots__ = (
+        "chunk_marks",
+        "end",
+        "error_type",
+        "model",
+        "provider",
+        "response_model",
+        "server_address",
+        "server_port",
+        "start",
+        "used",
+    )
+
+    def __init__(
+        self,
+        provider: str,
+        model: str,
+        server_address: str | None = None,
+        server_port: int | None = None,
+    ) -> None:
+        self.provider = provider
+        self.model = model
+        self.server_address = server_address
+        self.server_port = server_port
+        self.start = perf_counter()
+        self.end: float | None = None
+        self.error_type: str | None = None
+        self.response_model: str | None = None
+        self.used: Usage = EMPTY
+        self.chunk_marks: list[float] | None = None
+
+    def __enter__(self) -> Attempt:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.end = perf_counter()
+        if exc is not None and self.error_type is None:
+            self.error_type = error_type_of(exc)
+
+    def usage(
+        self,
+        response: Any = None,
+        /,
+        *,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        cache_read_tokens: int | None = None,
+        cache_creation_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
+    ) -> None:
+        """Token usage from a response or streaming event, or given explicitly.
+
+        Values are the attempt's running totals: a later report replaces an earlier one field by
+        field, the way streaming events report them.
+        """
+        try:
+            if (
+                response is None
+                and type(input_tokens) is int
+                and type(output_tokens) is int
+                and cache_read_tokens is None
+                and cache_creation_tokens is None
+                and reasoning_tokens is None
+                and self.used is EMPTY
+                and 0 <= input_tokens < MAX_TOKENS
+                and 0 <= output_tokens < MAX_TOKENS
+            ):  # the common case, checked inline: one report of two ints
+                self.used = _new_usage(Usage, (input_tokens, output_tokens, None, None, None))
+                return
+            if response is not None:
+                self.used = _usage.merge(self.used, _usage.extract(response))
+                if self.response_model is None:
+                    self.response_model = _usage.response_model(response)
+            given = (
+                input_tokens,
+                output_tokens,
+                cache_read_tokens,
+                cache_creation_tokens,
+                reasoning_tokens,
+            )
+            u = self.used
+            self.used = Usage(
+                *(o if n is None else _usage.tokens(n) for o, n in zip(u, given, strict=True))
+            )
+        except Exception as e:
+            report("usage extraction", e)
+
+    def error(self, error_type: str | int | BaseException) -> None:
+        """Mark a failure that did not raise (an error response, a 429 handled inline)."""
+        self.error_type = _error_value(error_type) or "_OTHER"
+
+    def chunk(self, chunk: Any = None) -> None:
+        """Mark a streaming chunk received from upstream; a chunk carrying usage is read too."""
+        marks = self.chunk_marks
+        if marks is None:
+            self.chunk_marks = marks = []
+        if len(marks) < MAX_CHUNK_MARKS:
+            marks.append(perf_counter())
+        if chunk is not None:
+            self.usage(chunk)
+
+    def served_by(self, model: str) -> None:
+        """The model the provider says answered (``gen_ai.response.model``)."""
+        if isinstance(model, str):
+            self.response_model = model
+
+
+class Decision:
+    """The routing decision; as a context manager it also times the routing logic."""
+
+    __slots__ = ("end", "model", "provider", "reason", "start", "timed")
+
+    def __init__(self, timed: bool = True) -> None:
+        self.timed = timed
+        self.start = perf_counter()
+        self.end: float | None = None
+        self.provider: str | None = None
+        self.model: str | None = None
+        self.reason: str | None = None
+
+    def __enter__(self) -> Decision:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.end = perf_counter()
+
+    def choose(self, provider: str, model: str, reason: str | None = None) -> None:
+        self.provider = provider
+        self.model = model
+        self.reason = reason
+
+
+class Request:
+    """The in-flight routed request: what the client asked, how it was routed, what happened."""
+
+    __slots__ = (
+        "attempts",
+        "caches",
+        "decision",
+        "end",
+        "error_type",
+        "first_token",
+        "rejected",
+        "requested_model",
+        "route_key",
+        "sink",
+        "start",
+        "streamed",
+        "yielded",
+    )
+
+    def __init__(self, route_key: tuple[str, str], sink: Sink | None = None) -> None:
+        self.route_key = route_key
+        """(route label, gen_ai.operation.name)"""
+        self.sink = sink
+        """The recorder that began this request: it is the one that commits it."""
+        self.start = perf_counter()
+        self.end: float | None = None
+        self.requested_model: str | None = None
+        self.decision: Decision | None = None
+        self.attempts: list[Attempt] = []
+        self.caches: list[tuple[str, bool]] | None = None
+        self.error_type: str | None = None
+        self.first_token: float | None = None
+        self.yielded = 0
+        self.rejected = False
+        self.streamed = False
+
+    def requested(self, model: str | None = None) -> None:
+        """What the client asked for (``gen_ai.request.model`` on the server-side metrics)."""
+        if isinstance(model, str):
+            self.requested_model = model
+
+    def decide(self) -> Decision:
+        self.decision = d = Decision()
+        return d
+
+    def choose(self, provider: str, model: str, reason: str | None = None) -> None:
+        """Record the routing decision without timing the logic that made it (no
+        ``llm.router.decision.duration`` observation: a zero would drag its percentiles)."""
+        d = self.decision
+        if d is None:
+            self.decision = d = Decision(timed=False)
+        d.choose(provider, model, reason)
+
+    def attempt(
+        self,
+        provider: str,
+        model: str,
+        *,
+        server_address: str | None = None,
+        server_port: int | None = None,
+    ) -> Attempt:
+        a = Attempt(provider, model, server_address, server_port)
+        self.attempts.append(a)
+        return a
+
+    def cache(self, name: str, hit: bool) -> None:
+        """One lookup in a router cache (a response cache, a semantic cache, ...)."""
+        caches = self.caches
+        if caches is None:
+            self.caches = caches = []
+        try:
+            hit = bool(hit)
+        except Exception:  # a value with no truth (its __bool__ raises): a miss
+            hit = False
+        caches.append((name, hit))
+
+    def error(self, error_type: str | int | BaseException) -> None:
+        """Mark the request failed when the handler answers an error without raising."""
+        self.error_type = _error_value(error_type) or "_OTHER"
+
+    def rate_limited(self) -> None:
+        """The router itself refused this request for rate limiting (and answered 429)."""
+        self.rejected = True
+        if self.error_type is None:
+            self.error_type = "429"
+
+    def first_chunk(self) -> None:
+        """Mark the first token sent to the client, when the handler streams without yielding."""
+        if self.first_token is None:
+            self.first_token = perf_counter()
+
+    def stream(self, chunks: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """Wrap a response body iterator: the request commits when the stream ends, not when
+        the handler returns (for handlers that return a ``StreamingResponse``)."""
+        self.streamed = True
+        return stream_under(self, chunks)
+
+    def _yield_mark(self) -> None:
+        if self.first_token is None:
+            self.first_token = perf_counter()
+        self.yielded += 1
+
+
+class _NoopAttempt(Attempt):
+    __slots__ = ()
+
+    def usage(self, response: Any = None, /, **_: int | None) -> None:
+        pass
+
+    def error(self, error_type: str | int | BaseException) -> None:
+        pass
+
+    def chunk(self, chunk: Any = None) -> None:
+        pass
+
+    def served_by(self, model: str) -> None:
+        pass
+
+
+class _NoopRequest(Request):
+    """Returned by ``current()`` outside a routed request: every call is accepted and dropped."""
+
+    __slots__ = ()
+
+    def decide(self) -> Decision:
+        return Decision()
+
+    def choose(self, provider: str, model: str, reason: str | None = None) -> None:
+        pass
+
+    def attempt(
+        self,
+        provider: str,
+        model: str,
+        *,
+        server_address: str | None = None,
+        server_port: int | None = None,
+    ) -> Attempt:
+        return _NoopAttempt(provider, model)
+
+    def requested(self, model: str | None = None) -> None:
+        pass
+
+    def cache(self, name: str, hit: bool) -> None:
+        pass
+
+    def error(self, error_type: str | int | BaseException) -> None:
+        pass
+
+    def rate_limited(self) -> None:
+        pass
+
+    def first_chunk(self) -> None:
+        pass
+
+    def stream(self, chunks: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        return chunks
+
+
+NOOP: Final = _NoopRequest(("", ""))
+
+current_var: ContextVar[Request] = ContextVar("routemeter_request", default=NOOP)
+
+_get = current_var.get
+
+
+def current() -> Request:
+    """The routed request in flight in this context, or a no-op record outside one.
+
+    Inside a handler decorated with ``@routemeter.route``, this is the record to fill:
+    ``requested()``, ``decide()``/``choose()``, ``attempt()``, ``cache()``, ``error()``. Outside
+    one (or before ``setup()``), every call on the returned record is accepted and dropped.
+    """
+    return _get()
+
+
+def iter_marks(marks: list[float]) -> Iterator[float]:
+    """Gaps between consecutive chunk marks (semconv: one per chunk after the first)."""
+    prev = marks[0]
+    for m in marks[1:]:
+        yield max(m - prev, 0.0)
+        prev = m
+
+
+def finish(rec: Request, exc: BaseException | None = None) -> None:
+    """End ``rec`` and commit it to the recorder that began it, once; never raises."""
+    if rec.end is not None:  # already committed (a stream outlived its handler's error)
+        return
+    rec.end = perf_counter()
+    try:
+        if exc is not None and rec.error_type is None:
+            rec.error_type = error_type_of(exc)
+        sink = rec.sink
+        if sink is not None:
+            sink.commit(rec)
+    except Exception as e:
+        report("request commit", e)
+
+
+async def stream_under(rec: Request, chunks: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """Drive ``chunks`` with ``rec`` current, mark what is yielded, commit at the end.
+
+    The context variable is set around each step rather than across yields, so the stream can be
+    consumed from another task than the one that created it (as ASGI servers do).
+    """
+    failure: BaseException | None = None
+    try:
+        while True:
+            token = current_var.set(rec)
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                break
+            finally:
+                current_var.reset(token)
+            rec._yield_mark()
+            yield chunk
+    except BaseException as e:
+        failure = e
+        raise
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if failure is not None and aclose is not None:
+            try:
+                await aclose()
+            except Exception as e:  # the handler's own cleanup failed: report, keep the cause
+                report("stream close", e)
+        finish(rec, failure)
+
+
+def iter_under(rec: Request, chunks: Iterator[Any]) -> Iterator[Any]:
+    """The synchronous ``stream_under``, for generator handlers."""
+    failure: BaseException | None = None
+    try:
+        while True:
+            token = current_var.set(rec)
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                break
+            finally:
+                current_var.reset(token)
+            rec._yield_mark()
+            yield chunk
+    except BaseException as e:
+        failure = e
+        raise
+    finally:
+        close = getattr(chunks, "close", None)
+        if failure is not None and close is not None:
+            close()
+        finish(rec, failure)

@@ -1,0 +1,130 @@
+"""The ``@route`` decorator: opens a request record, runs the handler, commits once.
+
+It branches once, at decoration time, on sync function / coroutine / (async) generator, keeps
+the signature, always re-raises the handler's exception and never raises its own.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, Final, TypeVar, cast
+
+from routemeter._report import report
+from routemeter.request import _sink
+from routemeter.request._record import Request, current_var, finish, iter_under, stream_under
+from routemeter.request._safe import acceptable
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+OPERATIONS: Final = frozenset(
+    {
+        "chat",
+        "create_agent",
+        "embeddings",
+        "execute_tool",
+        "generate_content",
+        "invoke_agent",
+        "text_completion",
+    }
+)
+"""``gen_ai.operation.name`` well-known values; others are allowed if well-formed."""
+
+declared_routes: set[str] = set()
+
+
+def begin(route_key: tuple[str, str]) -> Request | None:
+    """A new request committed later to the active recorder, or ``None`` before ``setup()``."""
+    sink = _sink.active
+    if sink is None:
+        return None
+    try:
+        rec = Request(route_key, sink)
+        sink.begin(rec)
+        return rec
+    except Exception as e:
+        report("request start", e)
+        return None
+
+
+def route(label: str, *, operation: str = "chat") -> Callable[[F], F]:
+    """Meter every call of the decorated handler as one routed request under ``label``.
+
+    Works on sync and async functions and on (async) generators, which are metered as streams.
+    """
+    if not isinstance(label, str) or not acceptable(label):
+        raise ValueError(
+            f"route label {label!r} is not allowed: use 1-128 characters from"
+            " letters, digits and ._:/@+- (route labels become metric attributes)"
+        )
+    if not isinstance(operation, str) or not acceptable(operation):
+        raise ValueError(
+            f"operation {operation!r} is not allowed: use a gen_ai.operation.name such as"
+            f" {', '.join(sorted(OPERATIONS))}"
+        )
+    declared_routes.add(label)
+    key = (label, operation)
+
+    def decorate(fn: F) -> F:
+        if inspect.isasyncgenfunction(fn):
+
+            @functools.wraps(fn)
+            def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+                rec = begin(key)
+                chunks = fn(*args, **kwargs)
+                return chunks if rec is None else stream_under(rec, chunks)
+
+            return cast(F, agen_wrapper)
+
+        if inspect.isgeneratorfunction(fn):
+
+            @functools.wraps(fn)
+            def gen_wrapper(*args: Any, **kwargs: Any) -> Iterator[Any]:
+                rec = begin(key)
+                chunks = fn(*args, **kwargs)
+                return chunks if rec is None else iter_under(rec, chunks)
+
+            return cast(F, gen_wrapper)
+
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                rec = begin(key)
+                if rec is None:
+                    return await fn(*args, **kwargs)
+                token = current_var.set(rec)
+                try:
+                    result = await fn(*args, **kwargs)
+                except BaseException as e:
+                    current_var.reset(token)
+                    finish(rec, e)
+                    raise
+                current_var.reset(token)
+                if not rec.streamed:
+                    finish(rec)
+                return result
+
+            return cast(F, async_wrapper)
+
+        @functools.wraps(fn)
+        def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+            rec = begin(key)
+            if rec is None:
+                return fn(*args, **kwargs)
+            token = current_var.set(rec)
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as e:
+                current_var.reset(token)
+                finish(rec, e)
+                raise
+            current_var.reset(token)
+            if not rec.streamed:
+                finish(rec)
+            return result
+
+        return cast(F, sync_wrapper)
+
+    return decorate
