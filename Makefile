@@ -5,14 +5,24 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+OLDEST := .venv-oldest
+OLDEST_STAMP := $(OLDEST)/.installed
+# The request, recording and export tests run a second time on the oldest supported dependencies.
+OLDEST_TESTS := tests/request tests/recording tests/export
 
-.PHONY: demo test lint unit bench docs prometheus clean
+.PHONY: demo test test-oldest lint unit bench docs prometheus clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+$(OLDEST_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/pip install --quiet --upgrade pip
+	$(OLDEST)/bin/pip install --quiet -e '.[test,oldest]'
+	touch $(OLDEST_STAMP)
 
 prometheus:
 	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then :; \
@@ -33,6 +43,11 @@ lint: $(STAMP)
 test: $(STAMP) prometheus lint
 	$(BIN)/python -m routemeter.tools._docs --check
 	$(BIN)/pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-oldest
+
+test-oldest: $(OLDEST_STAMP) prometheus
+	$(OLDEST)/bin/python -c 'import importlib.metadata as m; print("oldest supported:", *(f"{d}=={m.version(d)}" for d in ("opentelemetry-sdk", "opentelemetry-exporter-prometheus", "prometheus-client", "genai-prices")))'
+	$(OLDEST)/bin/pytest -p no:cacheprovider $(OLDEST_TESTS) $(PYTEST_ARGS)
 
 unit: $(STAMP)
 	$(BIN)/pytest -m 'not integration' $(PYTEST_ARGS)
@@ -46,4 +61,4 @@ bench: $(STAMP)
 	else echo "valgrind not installed: skipping the instruction counts"; fi
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(OLDEST) .mypy_cache .ruff_cache .pytest_cache .hypothesis

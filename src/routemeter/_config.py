@@ -238,6 +238,9 @@ _BY_FIELD: Final = {s.field: s for s in SETTINGS}
 
 @dataclass(frozen=True, slots=True)
 class Config:
+    """The effective configuration: arguments to ``setup()``, then ``OTEL_*``/``ROUTEMETER_*``
+    variables, then defaults, parsed once (``routemeter config`` prints it with sources)."""
+
     disabled: bool
     service_name: str | None
     exporters: tuple[str, ...]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import httpx
 import pytest
 from starlette.applications import Starlette
@@ -91,3 +93,18 @@ def test_lifespan_shutdown_flushes_otlp(monkeypatch):
         # the server has stopped; routemeter is still set up (no shutdown() called yet)
         [point] = receiver.latest("gen_ai.server.request.duration")
         assert point["count"] == 7
+
+
+def test_instrument_app_leaves_the_environment_and_other_instrumentation_alone(monkeypatch):
+    """Stable HTTP semconv for our middleware only: the environment is untouched and an ASGI
+    instrumentation the app builds afterwards keeps the process's default mode."""
+    from opentelemetry.instrumentation._semconv import _StabilityMode
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    monkeypatch.delenv("OTEL_SEMCONV_STABILITY_OPT_IN", raising=False)
+    routemeter.setup(exporters="prometheus", prometheus_server=False, set_global=False)
+    make_app()
+    assert "OTEL_SEMCONV_STABILITY_OPT_IN" not in os.environ
+    other = OpenTelemetryMiddleware(Starlette(), meter_provider=MeterProvider())
+    assert other._sem_conv_opt_in_mode is _StabilityMode.DEFAULT

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import routemeter
-from routemeter.testing import Capture
+from routemeter.testing import Capture, flatten
 
 DURATION = "gen_ai.server.request.duration"
 
@@ -86,3 +87,36 @@ async def test_failed_attempts_only_mark_request_failed(metrics: Capture):
     await handle()
     assert metrics.count(DURATION, {"error.type": "503"}) == 1
     assert metrics.count("gen_ai.client.operation.duration", {"error.type": "503"}) == 2
+
+
+async def test_a_request_commits_to_the_recorder_that_began_it():
+    """shutdown() and a new setup() mid-request: the new recorder sees no half of that request
+    (no -1 on llm.router.requests.active without its +1), and records its own requests whole."""
+    started, release = asyncio.Event(), asyncio.Event()
+
+    @routemeter.route("default")
+    async def slow() -> None:
+        started.set()
+        await release.wait()
+
+    @routemeter.route("default")
+    async def quick() -> None:
+        pass
+
+    routemeter.setup(readers=[InMemoryMetricReader()], exporters="none", set_global=False)
+    task = asyncio.create_task(slow())
+    await asyncio.wait_for(started.wait(), 5)
+    routemeter.shutdown()
+    second = InMemoryMetricReader()
+    routemeter.setup(readers=[second], exporters="none", set_global=False, recorder="sdk")
+    release.set()
+    await asyncio.wait_for(task, 5)
+    ours = [
+        p for p in flatten(second.get_metrics_data()) if p["name"].startswith(("llm.", "gen_ai."))
+    ]
+    assert ours == []
+
+    await quick()
+    points = flatten(second.get_metrics_data())
+    assert [p["value"] for p in points if p["name"] == "llm.router.requests.active"] == [0]
+    assert [p["count"] for p in points if p["name"] == "gen_ai.server.request.duration"] == [1]

@@ -13,8 +13,10 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from routemeter.request._record import Attempt
 from routemeter.request._usage import (
     EMPTY,
+    MAX_TOKENS,
     Usage,
     extract,
     from_usage_block,
@@ -788,3 +790,32 @@ def test_new_shapes_agree_with_genai_prices_extractors(payload, provider, flavor
     ours = extract(payload)
     assert (ours.input, ours.output) == (theirs.input_tokens, theirs.output_tokens)
     assert (ours.cache_read or 0) == (theirs.cache_read_tokens or 0)
+
+
+_COUNTS = st.one_of(
+    st.integers(min_value=-5, max_value=2**64),
+    st.booleans(),
+    st.none(),
+    st.floats(allow_nan=True),
+    st.text(max_size=3),
+)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(input_tokens=_COUNTS, output_tokens=_COUNTS)
+@example(input_tokens=MAX_TOKENS - 1, output_tokens=0)
+@example(input_tokens=MAX_TOKENS, output_tokens=0)
+@example(input_tokens=0, output_tokens=-1)
+@example(input_tokens=True, output_tokens=1)
+def test_usage_fast_path_equals_the_general_path(input_tokens, output_tokens):
+    """usage(input_tokens=, output_tokens=) on a fresh attempt records what the general path
+    records for the same two values, whatever they are."""
+    fast = Attempt("openai", "gpt-4o-mini")
+    fast.usage(input_tokens=input_tokens, output_tokens=output_tokens)
+    general = Attempt("openai", "gpt-4o-mini")
+    try:
+        general._merge_usage(None, (input_tokens, output_tokens, None, None, None))
+    except Exception:
+        general.used = EMPTY  # usage() reports a failure and keeps what it had
+    assert fast.used == general.used
+    assert type(fast.used) is type(general.used)

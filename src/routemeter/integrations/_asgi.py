@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -24,6 +23,7 @@ from routemeter.export._guard import (
     warn_once,
 )
 from routemeter.integrations._workers import WorkerCheck, shared_port_body
+from routemeter.recording import _otel_private
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -31,24 +31,13 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-_OPT_IN = "OTEL_SEMCONV_STABILITY_OPT_IN"
 _log = logging.getLogger("routemeter")
-
-
-def _opt_in_stable_http() -> None:
-    """The instrumentation emits the stable ``http.server.request.duration`` (s) only when opted in
-    before it initialises; without it, the deprecated millisecond ``http.server.duration``."""
-    current = os.environ.get(_OPT_IN, "")
-    modes = {m.strip() for m in current.split(",") if m.strip()}
-    if not modes & {"http", "http/dup"}:
-        os.environ[_OPT_IN] = ",".join(sorted(modes | {"http"}))
 
 
 def instrument_app(app: ASGIApp, *, metrics_path: str | None = None) -> ASGIApp:
     """Wrap any ASGI app: stable HTTP server metrics, ``GET /metrics`` when the Prometheus reader
     is on, and a flush of every reader at lifespan shutdown (so SIGTERM loses no tail)."""
     handle = _setup.current_handle() or _setup.setup()
-    _opt_in_stable_http()
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
     path = metrics_path or handle.config.metrics_path
@@ -64,11 +53,20 @@ def instrument_app(app: ASGIApp, *, metrics_path: str | None = None) -> ASGIApp:
             path: exposition,
             f"{path.rstrip('/')}/stats": stats_app(handle.prometheus.registry),
         }
-    instrumented = OpenTelemetryMiddleware(
-        app,
-        excluded_urls=f"^{path}$" if exposition is not None else None,
-        meter_provider=handle.meter_provider,
-    )
+    with _otel_private.stable_http_semconv() as stable:
+        instrumented = OpenTelemetryMiddleware(
+            app,
+            excluded_urls=f"^{path}$" if exposition is not None else None,
+            meter_provider=handle.meter_provider,
+        )
+    if not stable:
+        warn_once(
+            "http-semconv",
+            "routemeter: this opentelemetry-instrumentation has changed how it selects HTTP"
+            " semantic conventions (checked against %s); set OTEL_SEMCONV_STABILITY_OPT_IN=http"
+            " for http.server.request.duration in seconds",
+            _otel_private.CHECKED_AGAINST,
+        )
     token = handle.config.metrics_token
     workers = WorkerCheck()
 

@@ -14,7 +14,9 @@ the oldest supported and the newest released SDK).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Final
 
@@ -26,7 +28,8 @@ from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation
 from opentelemetry.sdk.resources import Resource
 
 CHECKED_AGAINST: Final = (
-    "opentelemetry-sdk 1.45.0 and 1.45.2, opentelemetry-exporter-prometheus 0.66b0 and 0.66b2"
+    "opentelemetry-sdk 1.45.2, opentelemetry-exporter-prometheus and"
+    " opentelemetry-instrumentation(-asgi) 0.66b2"
 )
 
 
@@ -161,3 +164,41 @@ def aggregate_problems(readers: Iterable[MetricReader], provider: object) -> lis
     except SdkChanged as e:
         problems.append(str(e))
     return list(dict.fromkeys(problems))
+
+
+_semconv_lock = threading.Lock()
+
+
+@contextmanager
+def stable_http_semconv() -> Iterator[bool]:
+    """Within the block, opentelemetry-instrumentation constructs HTTP instrumentation in the
+    stable semconv mode (``http.server.request.duration`` in seconds), as
+    ``OTEL_SEMCONV_STABILITY_OPT_IN=http`` would, without changing the process environment
+    (which would switch every other HTTP instrumentation the app uses). The middleware keeps the
+    mode it was built with. Yields False, changing nothing, when those names are gone."""
+    try:
+        from opentelemetry.instrumentation._semconv import (
+            _OpenTelemetrySemanticConventionStability as Stability,
+        )
+        from opentelemetry.instrumentation._semconv import (
+            _OpenTelemetryStabilitySignalType as Signal,
+        )
+        from opentelemetry.instrumentation._semconv import _StabilityMode as Mode
+
+        Stability._initialize()
+        mapping = Stability._OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING
+        http, stable, dup = Signal.HTTP, Mode.HTTP, Mode.HTTP_DUP
+    except (ImportError, AttributeError):
+        yield False
+        return
+    with _semconv_lock:  # not the instrumentation's own lock: its constructor takes that one
+        before = mapping.get(http)
+        if before not in (stable, dup):
+            mapping[http] = stable
+        try:
+            yield True
+        finally:
+            if before is None:
+                mapping.pop(http, None)
+            else:
+                mapping[http] = before

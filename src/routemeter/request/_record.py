@@ -124,23 +124,29 @@ class Attempt:
             ):  # the common case, checked inline: one report of two ints
                 self.used = _new_usage(Usage, (input_tokens, output_tokens, None, None, None))
                 return
-            if response is not None:
-                self.used = _usage.merge(self.used, _usage.extract(response))
-                if self.response_model is None:
-                    self.response_model = _usage.response_model(response)
-            given = (
-                input_tokens,
-                output_tokens,
-                cache_read_tokens,
-                cache_creation_tokens,
-                reasoning_tokens,
-            )
-            u = self.used
-            self.used = Usage(
-                *(o if n is None else _usage.tokens(n) for o, n in zip(u, given, strict=True))
+            self._merge_usage(
+                response,
+                (
+                    input_tokens,
+                    output_tokens,
+                    cache_read_tokens,
+                    cache_creation_tokens,
+                    reasoning_tokens,
+                ),
             )
         except Exception as e:
             report("usage extraction", e)
+
+    def _merge_usage(self, response: Any, given: tuple[int | None, ...]) -> None:
+        """The general path of ``usage()``: a response's usage, then explicit counts over it."""
+        if response is not None:
+            self.used = _usage.merge(self.used, _usage.extract(response))
+            if self.response_model is None:
+                self.response_model = _usage.response_model(response)
+        u = self.used
+        self.used = Usage(
+            *(o if n is None else _usage.tokens(n) for o, n in zip(u, given, strict=True))
+        )
 
     def error(self, error_type: str | int | BaseException) -> None:
         """Mark a failure that did not raise (an error response, a 429 handled inline)."""
@@ -187,6 +193,8 @@ class Decision:
         self.end = perf_counter()
 
     def choose(self, provider: str, model: str, reason: str | None = None) -> None:
+        """The target the routing logic picked, and why (``llm.router.reason``, e.g. the rule
+        that matched); one decision per request, the last call wins."""
         self.provider = provider
         self.model = model
         self.reason = reason
@@ -234,6 +242,8 @@ class Request:
             self.requested_model = model
 
     def decide(self) -> Decision:
+        """Time the routing logic: ``with rec.decide() as d: d.choose(...)`` records the
+        decision and observes ``llm.router.decision.duration`` for the block."""
         self.decision = d = Decision()
         return d
 
@@ -253,6 +263,11 @@ class Request:
         server_address: str | None = None,
         server_port: int | None = None,
     ) -> Attempt:
+        """Open one upstream call; use it as a context manager (an exception marks it failed).
+
+        A failed attempt followed by another is a fallback. ``model`` is what was sent upstream
+        (``gen_ai.request.model`` on the client-side metrics); ``server_address``/``server_port``
+        name the upstream endpoint, never the client."""
         a = Attempt(provider, model, server_address, server_port)
         self.attempts.append(a)
         return a
