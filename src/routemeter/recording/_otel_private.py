@@ -185,7 +185,7 @@ def stable_http_semconv() -> Iterator[bool]:
         )
         from opentelemetry.instrumentation._semconv import _StabilityMode as Mode
 
-        Stability._initialize()
+        Stability._initialize()  # type: ignore[no-untyped-call]
         mapping = Stability._OTEL_SEMCONV_STABILITY_SIGNAL_MAPPING
         http, stable, dup = Signal.HTTP, Mode.HTTP, Mode.HTTP_DUP
     except (ImportError, AttributeError):
