@@ -132,9 +132,14 @@ async def test_mixed_load_metrics_equal_ledger(metrics):
     assert any(kind == "cache_read" for *_, kind in ledger.tokens)
     assert any(kind == "cache_creation" for *_, kind in ledger.tokens)
     assert any(kind == "reasoning" for *_, kind in ledger.tokens)
-    remaining = tally(points, "llm.router.ratelimit.remaining", (PROVIDER, MODEL))
-    assert remaining.keys()
-    assert remaining.keys() <= {(p.provider, p.model) for p in PROFILES}
+    deployments = {(p.provider, p.model) for p in PROFILES}
+    for gauge in (
+        "llm.router.ratelimit.remaining.requests",
+        "llm.router.ratelimit.remaining.tokens",
+    ):
+        remaining = tally(points, gauge, (PROVIDER, MODEL))
+        assert remaining.keys(), gauge
+        assert remaining.keys() <= deployments, gauge
     http = tally(points, "http.server.request.duration", ("http.response.status_code",))
     assert http == by(ledger.requests, 1)
 

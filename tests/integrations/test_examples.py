@@ -162,13 +162,10 @@ def test_fastapi_router_example(runs):
     assert total(found, TOKENS, gen_ai_token_type="input") == 4 * 12
     assert total(found, TOKENS, gen_ai_token_type="output") == 4 * 3
     assert (
-        total(
-            found,
-            "llm_router_ratelimit_remaining",
-            gen_ai_provider_name="openai",
-            llm_router_ratelimit_kind="requests",
-        )
-        == 99
+        total(found, "llm_router_ratelimit_remaining_requests", gen_ai_provider_name="openai") == 99
+    )
+    assert total(found, "llm_router_ratelimit_remaining_tokens", gen_ai_provider_name="openai") == (
+        50000
     )
 
 

@@ -437,29 +437,19 @@ async def test_real_http_stream_through_the_stub(install, spy, routers, stub, me
 
 @pytest.mark.integration
 async def test_rate_limit_headroom_from_provider_headers(install, routers, stub, metrics):
-    """Provider x-ratelimit-remaining-* headers become the deployment's headroom gauge."""
+    """Provider x-ratelimit-remaining-* headers become the deployment's requests and tokens
+    headroom gauges."""
     callback = install()
     router = routers([at("fast", f"openai/{MINI}", stub.api_base)])
     await router.acompletion(model="fast", messages=MESSAGES)
     await settled(callback)
 
-    assert points(metrics, "llm.router.ratelimit.remaining") == [
-        (
-            {
-                "gen_ai.provider.name": "openai",
-                "gen_ai.request.model": MINI,
-                "llm.router.ratelimit.kind": "requests",
-            },
-            float(HEADROOM["x-ratelimit-remaining-requests"]),
-        ),
-        (
-            {
-                "gen_ai.provider.name": "openai",
-                "gen_ai.request.model": MINI,
-                "llm.router.ratelimit.kind": "tokens",
-            },
-            float(HEADROOM["x-ratelimit-remaining-tokens"]),
-        ),
+    deployment = {"gen_ai.provider.name": "openai", "gen_ai.request.model": MINI}
+    assert points(metrics, "llm.router.ratelimit.remaining.requests") == [
+        (deployment, float(HEADROOM["x-ratelimit-remaining-requests"]))
+    ]
+    assert points(metrics, "llm.router.ratelimit.remaining.tokens") == [
+        (deployment, float(HEADROOM["x-ratelimit-remaining-tokens"]))
     ]
 
 
@@ -505,10 +495,7 @@ async def test_cooldowns_and_the_routers_own_refusal(install, routers, stub, met
     assert metrics.count(SERVER) == 3
     assert metrics.count(SERVER, {"error.type": "429"}) == 3
     assert metrics.count(CLIENT, {"error.type": "429"}) == 2
-    assert (
-        metrics.value("llm.router.ratelimit.remaining", {"llm.router.ratelimit.kind": "requests"})
-        == 0
-    )
+    assert metrics.value("llm.router.ratelimit.remaining.requests") == 0
     callback.watch(router)  # watching twice wraps once: the next cooldown counts once
     router.cooldown_cache.add_deployment_to_cooldown(
         model_id=router.get_model_ids("pool")[0],

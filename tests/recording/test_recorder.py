@@ -289,3 +289,36 @@ def test_commit_cost_equals_rates_cost(input_tokens, output_tokens, cache_read):
     assert rates.flat is not None
     expected = rates.cost(Usage(input_tokens, output_tokens, cache_read))
     assert costs == ([expected] if (input_tokens or output_tokens) and expected else [])
+
+
+@pytest.mark.parametrize(
+    ("output_tokens", "yielded", "expected"),
+    [
+        (5, 0, [2.0 / 4]),
+        (5, 9, [2.0 / 4]),
+        (2, 3, [2.0 / 1]),
+        (1, 3, []),
+        (0, 3, []),
+        (None, 3, []),
+        (None, 0, []),
+    ],
+)
+def test_tpot_is_time_after_first_token_over_output_tokens_after_it(
+    output_tokens, yielded, expected
+):
+    """gen_ai.server.time_per_output_token is (end - first token) / (output tokens - 1), from
+    the served attempt's usage only: never from the chunks the handler yielded."""
+    from routemeter._config import load
+    from routemeter.export._setup import _bounds
+    from routemeter.recording._measurements import TPOT, Keys, measurements
+    from routemeter.recording._pricing import Prices
+    from routemeter.request._record import Request
+
+    keys = Keys(_bounds(load({})), Prices())
+    rec = Request(("default", "chat"))
+    rec.start, rec.first_token, rec.end = 10.0, 11.0, 13.0
+    rec.yielded = yielded
+    with rec.attempt("openai", "gpt-4o-mini") as a:
+        a.usage(input_tokens=3, output_tokens=output_tokens)
+    observed, _ = measurements(rec, keys)
+    assert [value for cell, value in observed if cell.index == TPOT] == expected

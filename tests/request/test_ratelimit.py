@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import urllib.request
 from types import SimpleNamespace
 
 import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 import routemeter
 from routemeter.request._ratelimit import MAX_HEADERS, NOTHING, Remaining, parse
 
-REMAINING = "llm.router.ratelimit.remaining"
+REQUESTS = "llm.router.ratelimit.remaining.requests"
+TOKENS = "llm.router.ratelimit.remaining.tokens"
 
 OPENAI = {  # as api.openai.com sends them (limits, remaining, resets)
     "x-ratelimit-limit-requests": "10000",
@@ -136,41 +139,102 @@ def test_parse_never_raises(headers):
         assert value is None or (value >= 0 and value != float("inf"))
 
 
-def test_ratelimit_from_headers_records_the_gauge(metrics):
-    """ratelimit_from_headers() records the requests and tokens gauges for provider/model."""
+def headroom(metrics, name: str) -> dict[str, float]:
+    """The gauge ``name``'s values by provider."""
+    return {p["attributes"]["gen_ai.provider.name"]: p["value"] for p in metrics.points(name)}
+
+
+def test_ratelimit_from_headers_records_the_gauges(metrics):
+    """ratelimit_from_headers() records the requests and the tokens gauge for provider/model."""
     routemeter.ratelimit_from_headers("openai", "gpt-4o-mini", OPENAI)
     routemeter.ratelimit_from_headers("anthropic", "claude-sonnet-4-5", httpx.Headers(ANTHROPIC))
-    points = {
-        (p["attributes"]["gen_ai.provider.name"], p["attributes"]["llm.router.ratelimit.kind"]): p[
-            "value"
-        ]
-        for p in metrics.points(REMAINING)
-    }
-    assert points == {
-        ("openai", "requests"): 9999.0,
-        ("openai", "tokens"): 29999945.0,
-        ("anthropic", "requests"): 3999.0,
-        ("anthropic", "tokens"): 480000.0,
-    }
-    assert {p["attributes"]["gen_ai.request.model"] for p in metrics.points(REMAINING)} == {
-        "gpt-4o-mini",
-        "claude-sonnet-4-5",
-    }
+    assert headroom(metrics, REQUESTS) == {"openai": 9999.0, "anthropic": 3999.0}
+    assert headroom(metrics, TOKENS) == {"openai": 29999945.0, "anthropic": 480000.0}
+    for name in (REQUESTS, TOKENS):
+        assert {p["attributes"]["gen_ai.request.model"] for p in metrics.points(name)} == {
+            "gpt-4o-mini",
+            "claude-sonnet-4-5",
+        }
+
+
+def test_headroom_gauges_carry_their_own_unit_and_no_kind(metrics):
+    """Requests left are in {request}, tokens left in {token}, attributed by provider and
+    model only: no attribute tells the two apart, the metric does."""
+    routemeter.ratelimit_remaining("openai", "gpt-4o-mini", requests=7, tokens=8000)
+    deployment = {"gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o-mini"}
+    [requests] = metrics.points(REQUESTS)
+    [tokens] = metrics.points(TOKENS)
+    assert (requests["unit"], requests["attributes"], requests["value"]) == (
+        "{request}",
+        deployment,
+        7,
+    )
+    assert (tokens["unit"], tokens["attributes"], tokens["value"]) == ("{token}", deployment, 8000)
+    assert metrics.points("llm.router.ratelimit.remaining") == []
+
+
+def test_one_kind_of_headroom_records_only_its_gauge(metrics):
+    """A report of requests alone records no tokens point, and the other way round."""
+    routemeter.ratelimit_remaining("openai", "gpt-4o", requests=5)
+    routemeter.ratelimit_remaining("anthropic", "claude-sonnet-4-5", tokens=6)
+    assert headroom(metrics, REQUESTS) == {"openai": 5}
+    assert headroom(metrics, TOKENS) == {"anthropic": 6}
 
 
 def test_ratelimit_from_headers_keeps_the_last_report(metrics):
-    """The gauge holds the last report; a kind missing from a report keeps its value."""
+    """Each gauge holds its last report; a kind missing from a report keeps its value."""
     routemeter.ratelimit_from_headers("openai", "gpt-4o", OPENAI)
     routemeter.ratelimit_from_headers("openai", "gpt-4o", {"x-ratelimit-remaining-requests": "3"})
-    assert metrics.value(REMAINING, {"llm.router.ratelimit.kind": "requests"}) == 3.0
-    assert metrics.value(REMAINING, {"llm.router.ratelimit.kind": "tokens"}) == 29999945.0
+    assert metrics.value(REQUESTS) == 3.0
+    assert metrics.value(TOKENS) == 29999945.0
 
 
 def test_ratelimit_from_headers_without_headroom_records_nothing(metrics):
     """Headers with no rate-limit information record no point at all."""
     routemeter.ratelimit_from_headers("openai", "gpt-4o", {"content-type": "text/plain"})
     routemeter.ratelimit_from_headers("openai", "gpt-4o", None)
-    assert metrics.points(REMAINING) == []
+    assert metrics.points(REQUESTS) == []
+    assert metrics.points(TOKENS) == []
+
+
+@pytest.mark.parametrize("recorder", ["aggregate", "sdk"])
+def test_headroom_prometheus_families(recorder: str):
+    """Through the Prometheus exporter the two gauges are the families
+    llm_router_ratelimit_remaining_requests and llm_router_ratelimit_remaining_tokens."""
+    handle = routemeter.setup(
+        exporters="prometheus",
+        prometheus_host="127.0.0.1",
+        prometheus_port=0,
+        set_global=False,
+        recorder=recorder,
+    )
+    routemeter.ratelimit_from_headers("openai", "gpt-4o-mini", OPENAI)
+    routemeter.ratelimit_from_headers(
+        "openai", "gpt-4o-mini", {"x-ratelimit-remaining-tokens": "5"}
+    )
+    assert handle.metrics_url is not None
+    with urllib.request.urlopen(handle.metrics_url, timeout=5) as response:
+        text = response.read().decode()
+    routemeter.shutdown()
+    families = {
+        f.name: f for f in text_string_to_metric_families(text) if "ratelimit_remaining" in f.name
+    }
+    assert families.keys() == {
+        "llm_router_ratelimit_remaining_requests",
+        "llm_router_ratelimit_remaining_tokens",
+    }
+    values = {}
+    for name, family in families.items():
+        assert family.type == "gauge"
+        [sample] = family.samples
+        assert sample.labels["gen_ai_provider_name"] == "openai"
+        assert sample.labels["gen_ai_request_model"] == "gpt-4o-mini"
+        assert not any("kind" in label for label in sample.labels)
+        values[name] = sample.value
+    assert values == {
+        "llm_router_ratelimit_remaining_requests": 9999.0,
+        "llm_router_ratelimit_remaining_tokens": 5.0,
+    }
 
 
 def test_ratelimit_from_headers_before_setup_is_a_no_op():

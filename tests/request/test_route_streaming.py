@@ -66,6 +66,54 @@ async def test_tpot_uses_output_tokens(metrics: Capture):
     assert 0.05 / 10 <= point["sum"] < 0.05  # ~5 ms per token, never the whole 50 ms
 
 
+async def test_tpot_without_output_token_count_records_no_point(metrics: Capture):
+    """A stream whose output token count is unknown records no time per output token, not
+    a time per chunk; the chunk gaps stay on the client time_per_output_chunk."""
+
+    @routemeter.route("default")
+    async def handle() -> AsyncIterator[str]:
+        with routemeter.current().attempt("openai", "gpt-4o-mini") as a:
+            for _ in range(5):
+                await asyncio.sleep(0.001)
+                a.chunk({"choices": [{"delta": {"content": "x"}}]})
+                yield "x"
+
+    _ = [c async for c in handle()]
+    assert metrics.count(TTFT) == 1
+    assert metrics.select(TPOT) == []
+    assert metrics.count("gen_ai.client.operation.time_per_output_chunk") == 4
+
+
+async def test_tpot_without_any_attempt_records_no_point(metrics: Capture):
+    """A streaming handler that records no attempt (no usage at all) records no time per
+    output token however many chunks it yields."""
+
+    @routemeter.route("default")
+    async def handle() -> AsyncIterator[str]:
+        for _ in range(4):
+            yield "x"
+
+    _ = [c async for c in handle()]
+    assert metrics.count(TTFT) == 1
+    assert metrics.select(TPOT) == []
+
+
+async def test_tpot_with_zero_output_tokens_records_no_point(metrics: Capture):
+    """Usage that reports 0 output tokens records no time per output token (no fallback to
+    the yielded chunks)."""
+
+    @routemeter.route("default")
+    async def handle() -> AsyncIterator[str]:
+        with routemeter.current().attempt("openai", "gpt-4o-mini") as a:
+            yield "first"
+            yield "second"
+            a.usage(input_tokens=3, output_tokens=0)
+        yield "last"
+
+    _ = [c async for c in handle()]
+    assert metrics.select(TPOT) == []
+
+
 async def test_client_chunk_metrics_follow_semconv(metrics: Capture):
     """time_to_first_chunk once per attempt; time_per_output_chunk once per later chunk."""
 

@@ -36,6 +36,7 @@ from prometheus_client import CollectorRegistry
 from routemeter._config import Config, ConfigError, load
 from routemeter._report import report
 from routemeter.export import _readers
+from routemeter.export._exposition import Exposition
 from routemeter.recording import _otel_private
 from routemeter.recording._bounds import Bounded, Bounds
 from routemeter.recording._instruments import DURATION_BUCKETS
@@ -63,6 +64,8 @@ class Handle:
     readers: list[MetricReader] = field(default_factory=list)
     stats_registry: Any = None
     """A private registry ``stats()`` reads when no Prometheus exporter was asked for."""
+    exposition: Exposition | None = None
+    """routemeter's families rendered from the aggregate state (the aggregate recorder)."""
     _closed: bool = False
 
     @property
@@ -272,9 +275,14 @@ def setup(
                     resource=resource,
                     exemplar_filter=config.exemplar_filter,
                 )
+                # TODO(standalone server): render directly there too
+                direct = (
+                    endpoint.reader if endpoint is not None and endpoint.server is None else None
+                )
                 for reader in all_readers:
-                    aggregate.attach(reader)
+                    aggregate.attach(reader, merge=reader is not direct)
                 handle.recorder = aggregate
+                handle.exposition = Exposition(aggregate)
 
         _sink.active = handle.recorder
         _handle = handle

@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from routemeter._report import report
 from routemeter.export import _setup
+from routemeter.export._exposition import Exposition, render
 from routemeter.export._guard import (
     CHALLENGE,
     TOKEN_HINT,
@@ -44,15 +47,10 @@ def instrument_app(app: ASGIApp, *, metrics_path: str | None = None) -> ASGIApp:
     exposition: ASGIApp | None = None
     served: dict[str, ASGIApp] = {}  # /metrics and /metrics/stats (JSON), behind one check
     if handle.prometheus is not None:
-        from prometheus_client import make_asgi_app
-
         from routemeter.tools._stats import asgi_app as stats_app
 
-        exposition = make_asgi_app(handle.prometheus.registry)
-        served = {
-            path: exposition,
-            f"{path.rstrip('/')}/stats": stats_app(handle.prometheus.registry),
-        }
+        exposition = _metrics_app(handle.prometheus.registry, handle.exposition)
+        served = {path: exposition, f"{path.rstrip('/')}/stats": stats_app()}
     with _otel_private.stable_http_semconv() as stable:
         instrumented = OpenTelemetryMiddleware(
             app,
@@ -86,6 +84,42 @@ def instrument_app(app: ASGIApp, *, metrics_path: str | None = None) -> ASGIApp:
         await instrumented(scope, receive, send)
 
     return routemeter_app
+
+
+def _metrics_app(registry: Any, ours: Exposition | None) -> ASGIApp:
+    """``GET /metrics``, rendered on a worker thread and sent in chunks: a scrape never holds the
+    event loop for longer than one chunk's send. One render at a time; others wait their turn."""
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="routemeter-render")
+
+    async def metrics_app(scope: Scope, receive: Receive, send: Send) -> None:
+        encoding = b""
+        for name, value in scope.get("headers", ()):
+            if name == b"accept-encoding":
+                encoding = value
+        loop = asyncio.get_running_loop()
+        try:
+            chunks, headers = await loop.run_in_executor(
+                executor, render, registry, ours, encoding.decode("latin-1")
+            )
+            status = 200
+        except Exception as e:
+            report("render", e)
+            chunks, headers, status = [b"routemeter: render failed\n"], [], 500
+        size = sum(len(c) for c in chunks)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [*headers, (b"content-length", str(size).encode())],
+            }
+        )
+        if scope["method"] == "HEAD":
+            chunks = []
+        for chunk in chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    return metrics_app
 
 
 async def _expose(

@@ -66,8 +66,8 @@ SERVER_TIME_PER_OUTPUT_TOKEN: Final = InstrumentSpec(
     sc.GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN,
     "histogram",
     "s",
-    "Time per output token after the first, for streaming routes"
-    " (per yielded chunk when token counts are unknown).",
+    "Time per output token after the first, for streaming routes whose output token count"
+    " is known (from usage); not observed when it is not.",
     _SERVER,
     TPOT_BUCKETS,
 )
@@ -180,12 +180,19 @@ CACHE_ENTRIES: Final = InstrumentSpec(
     "Entries currently held by a router cache.",
     (sc.LLM_ROUTER_CACHE_NAME,),
 )
-RATELIMIT_REMAINING: Final = InstrumentSpec(
-    sc.LLM_ROUTER_RATELIMIT_REMAINING,
+RATELIMIT_REMAINING_REQUESTS: Final = InstrumentSpec(
+    sc.LLM_ROUTER_RATELIMIT_REMAINING_REQUESTS,
     "gauge",
-    "{remaining}",
-    "Upstream rate-limit headroom last reported by a provider, in requests or tokens.",
-    (sc.GEN_AI_PROVIDER_NAME, sc.GEN_AI_REQUEST_MODEL, sc.LLM_ROUTER_RATELIMIT_KIND),
+    "{request}",
+    "Requests left in the upstream rate limit, as a provider last reported it.",
+    (sc.GEN_AI_PROVIDER_NAME, sc.GEN_AI_REQUEST_MODEL),
+)
+RATELIMIT_REMAINING_TOKENS: Final = InstrumentSpec(
+    sc.LLM_ROUTER_RATELIMIT_REMAINING_TOKENS,
+    "gauge",
+    "{token}",
+    "Tokens left in the upstream rate limit, as a provider last reported it.",
+    (sc.GEN_AI_PROVIDER_NAME, sc.GEN_AI_REQUEST_MODEL),
 )
 RATELIMIT_REJECTIONS: Final = InstrumentSpec(
     sc.LLM_ROUTER_RATELIMIT_REJECTIONS,
@@ -219,7 +226,8 @@ ALL: Final[tuple[InstrumentSpec, ...]] = (
     CACHE_LOOKUPS,
     CACHE_EVICTIONS,
     CACHE_ENTRIES,
-    RATELIMIT_REMAINING,
+    RATELIMIT_REMAINING_REQUESTS,
+    RATELIMIT_REMAINING_TOKENS,
     RATELIMIT_REJECTIONS,
     COOLDOWNS,
 )

@@ -57,7 +57,8 @@ ACTIVE: Final = _INDEX[sc.LLM_ROUTER_REQUESTS_ACTIVE]
 CACHE_LOOKUPS: Final = _INDEX[sc.LLM_ROUTER_CACHE_LOOKUPS]
 CACHE_EVICTIONS: Final = _INDEX[sc.LLM_ROUTER_CACHE_EVICTIONS]
 CACHE_ENTRIES: Final = _INDEX[sc.LLM_ROUTER_CACHE_ENTRIES]
-RATELIMIT_REMAINING: Final = _INDEX[sc.LLM_ROUTER_RATELIMIT_REMAINING]
+REMAINING_REQUESTS: Final = _INDEX[sc.LLM_ROUTER_RATELIMIT_REMAINING_REQUESTS]
+REMAINING_TOKENS: Final = _INDEX[sc.LLM_ROUTER_RATELIMIT_REMAINING_TOKENS]
 REJECTIONS: Final = _INDEX[sc.LLM_ROUTER_RATELIMIT_REJECTIONS]
 COOLDOWNS: Final = _INDEX[sc.LLM_ROUTER_COOLDOWNS]
 
@@ -329,10 +330,10 @@ def measurements(rec: Request, keys: Keys, active: bool = True) -> Measurements:
 
     if rec.first_token is not None:
         observe((server.ttft, max(rec.first_token - rec.start, 0.0)))
-        if error_type is None:
-            after_first = (output_tokens or rec.yielded) - 1
-            if after_first > 0:
-                observe((server.tpot, max(end - rec.first_token, 0.0) / after_first))
+        # only from a known output token count: yielded chunks are not tokens (the chunk
+        # timing is gen_ai.client.operation.time_per_output_chunk)
+        if error_type is None and output_tokens is not None and output_tokens > 1:
+            observe((server.tpot, max(end - rec.first_token, 0.0) / (output_tokens - 1)))
 
     if rec.caches:
         r = route[0]
@@ -356,7 +357,12 @@ def cache_entries(b: Bounds, name: str, delta: int) -> Measurement:
     return (Cell(CACHE_ENTRIES, (b.caches(name),)), delta)
 
 
+_REMAINING: Final = {"requests": REMAINING_REQUESTS, "tokens": REMAINING_TOKENS}
+"""The gauge each kind of headroom goes to: each in its own unit."""
+
+
 def ratelimit_remaining(
     b: Bounds, provider: str, model: str, kind: str, value: float
 ) -> Measurement:
-    return (Cell(RATELIMIT_REMAINING, (b.providers(provider), b.models(model), kind)), value)
+    """The new value of the ``kind`` (``requests`` or ``tokens``) headroom gauge."""
+    return (Cell(_REMAINING[kind], (b.providers(provider), b.models(model))), value)

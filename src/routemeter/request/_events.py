@@ -52,7 +52,9 @@ def ratelimit_remaining(
     requests: float | None = None,
     tokens: float | None = None,
 ) -> None:
-    """Upstream headroom last reported by ``provider`` for ``model``."""
+    """Upstream headroom last reported by ``provider`` for ``model``: ``requests`` left
+    (``llm.router.ratelimit.remaining.requests``) and ``tokens`` left
+    (``llm.router.ratelimit.remaining.tokens``)."""
     recorder = _sink.active
     if recorder is None:
         return

@@ -120,7 +120,7 @@ def parse(headers: Any) -> Remaining:
 
 def ratelimit_from_headers(provider: str, model: str, headers: Any) -> None:
     """Record the upstream headroom ``headers`` report for ``provider``/``model``
-    (``llm.router.ratelimit.remaining``).
+    (``llm.router.ratelimit.remaining.requests`` and ``llm.router.ratelimit.remaining.tokens``).
 
     ``headers``: a mapping (any key case), an ``httpx.Headers``, a list of (name, value) pairs,
     or an object with ``headers`` (``httpx.Response``, an OpenAI/Anthropic SDK error or raw

@@ -394,7 +394,7 @@ def _unescape(value: str) -> str:
     return _UNESCAPE.sub(lambda m: "\n" if m.group(1) == "n" else m.group(1), value)
 
 
-def parse(text: str, at: float | None = None) -> Samples:
+def parse(text: str | Iterable[str], at: float | None = None) -> Samples:
     """Samples from Prometheus exposition text (format 0.0.4, or OpenMetrics).
 
     Reads only the lines of the metrics a snapshot uses, so it stays fast on large endpoints;
@@ -402,7 +402,8 @@ def parse(text: str, at: float | None = None) -> Samples:
     """
     wanted = _names().wanted
     series: dict[str, dict[LabelSet, float]] = {}
-    for line in text.splitlines():
+    pieces = (text,) if isinstance(text, str) else text
+    for line in (line for piece in pieces for line in piece.splitlines()):
         if not line or line[0] == "#":
             continue
         end = _NAME_END.search(line)
@@ -751,6 +752,19 @@ _lock = threading.Lock()
 _previous: tuple[weakref.ref[Any], Samples] | None = None
 
 
+def _source() -> tuple[Any, Callable[[], Samples]]:
+    """What a snapshot reads: the aggregate recorder's own exposition when there is one (no
+    registry walk, no OTel points), else the Prometheus registry; and an identity for it."""
+    from routemeter.export._setup import current_handle
+
+    handle = current_handle()
+    if handle is not None and handle.exposition is not None:
+        pieces = handle.exposition.pieces
+        return handle.exposition, lambda: parse(pieces(), at=time.time())
+    registry = _registry()
+    return registry, lambda: collect(registry)
+
+
 def _registry() -> Any:
     from routemeter.export._setup import current_handle
 
@@ -786,13 +800,13 @@ def stats(*, since: Since = "start") -> Stats:
     global _previous
     if since not in ("start", "previous"):
         raise ValueError(f"since={since!r}; allowed: 'start', 'previous'")
-    registry = _registry()
-    now = collect(registry)
+    source, read = _source()
+    now = read()
     with _lock:
         before = None
-        if _previous is not None and _previous[0]() is registry:
+        if _previous is not None and _previous[0]() is source:
             before = _previous[1]
-        _previous = (weakref.ref(registry), now)
+        _previous = (weakref.ref(source), now)
     return summarize(delta(now, before) if since == "previous" else now)
 
 
@@ -802,13 +816,13 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
-def asgi_app(registry: Any) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
-    """``GET <metrics_path>/stats``: the since-start snapshot of ``registry`` as JSON. It leaves
-    the ``since="previous"`` baseline of ``stats()`` alone."""
+def asgi_app() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """``GET <metrics_path>/stats``: the since-start snapshot as JSON, computed on a worker
+    thread. It leaves the ``since="previous"`` baseline of ``stats()`` alone."""
 
     async def stats_app(scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            body = await asyncio.to_thread(lambda: summarize(collect(registry)).to_json())
+            body = await asyncio.to_thread(lambda: summarize(_source()[1]()).to_json())
             status = 200
         except Exception as e:  # a bug here must not take the route down with a traceback
             from routemeter._report import report

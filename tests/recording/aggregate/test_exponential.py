@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 from opentelemetry.context import Context
 from opentelemetry.sdk.metrics import Histogram, MeterProvider, SimpleFixedSizeExemplarReservoir
@@ -83,8 +83,13 @@ def sdk(max_size: int = 160, max_scale: int = 20) -> _ExponentialBucketHistogram
 
 
 def feed(aggregation: _ExponentialBucketHistogramAggregation, vals: list[Any]) -> None:
+    """Record into the SDK; inputs its own aggregation crashes on (an IndexError on some
+    subnormals with tiny max sizes, SDK 1.45.2) have no reference to compare with."""
     for v in vals:
-        aggregation.aggregate(Measurement(v, 0, None, CONTEXT, None), False)
+        try:
+            aggregation.aggregate(Measurement(v, 0, None, CONTEXT, None), False)
+        except IndexError:
+            reject()
 
 
 def fields(point: Any) -> tuple[Any, ...]:

@@ -1,8 +1,9 @@
 """The own-aggregation recorder exports exactly what the SDK-instrument recorder exports.
 
 Both recorders consume the same committed records; hypothesis generates the requests (routes,
-decisions, attempt chains with failures, usage, chunks, caches, rejections, hostile names) and
-the collection points. In-memory data, OTLP protobuf and Prometheus text must be identical,
+decisions, attempt chains with failures, usage, chunks, caches, rejections, hostile names), the
+rate-limit headroom reports between them (two gauges, each keeping its last value) and the
+collection points. In-memory data, OTLP protobuf and Prometheus text must be identical,
 timestamps aside, for cumulative and delta readers and past the cardinality limit.
 """
 
@@ -104,6 +105,27 @@ def requests(draw: st.DrawFn) -> Request:
     return rec
 
 
+@dataclass(frozen=True)
+class Headroom:
+    """A rate-limit headroom report: ``kind`` is ``requests`` or ``tokens``."""
+
+    provider: str
+    model: str
+    kind: str
+    value: float
+
+
+headroom = st.builds(
+    Headroom,
+    providers,
+    names,
+    st.sampled_from(["requests", "tokens"]),
+    st.sampled_from([0.0, 1.0, 2.5, 99.0, 30_000_000.0]),
+)
+"""Reports that hit the same point again (a gauge keeps the last) and new points."""
+work = st.one_of(requests(), headroom)
+
+
 @dataclass
 class Pair:
     sdk: Recorder
@@ -112,10 +134,13 @@ class Pair:
     agg_reader: MetricReader
     providers: tuple[MeterProvider, MeterProvider]
 
-    def record(self, rec: Request) -> None:
+    def record(self, rec: Request | Headroom) -> None:
         for recorder in (self.sdk, self.agg):
-            recorder.begin(rec)
-            recorder.commit(rec)
+            if isinstance(rec, Headroom):
+                recorder.ratelimit_remaining(rec.provider, rec.model, rec.kind, rec.value)
+            else:
+                recorder.begin(rec)
+                recorder.commit(rec)
 
     def shutdown(self) -> None:
         for provider in self.providers:
@@ -243,7 +268,7 @@ settings.register_profile(
 )
 @settings(settings.get_profile("equivalence"))
 @given(
-    batches=st.lists(st.lists(requests(), max_size=8), min_size=1, max_size=4),
+    batches=st.lists(st.lists(work, max_size=8), min_size=1, max_size=4),
     traced=st.booleans(),
 )
 def test_otlp_payloads_are_identical(temporality, limit, exponential, batches, traced):
@@ -264,7 +289,7 @@ def test_otlp_payloads_are_identical(temporality, limit, exponential, batches, t
 
 
 @settings(settings.get_profile("equivalence"))
-@given(batch=st.lists(requests(), max_size=12))
+@given(batch=st.lists(work, max_size=12))
 def test_prometheus_text_is_identical(batch):
     """The Prometheus exposition from both recorders is the same text, byte for byte."""
     registries = (CollectorRegistry(), CollectorRegistry())

@@ -17,7 +17,7 @@ import os
 import threading
 import weakref
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from math import inf
 from random import randrange
@@ -142,9 +142,10 @@ def _observe(state: list[Any], index: int, value: float) -> None:
 
 
 _IS_HISTOGRAM: Final = tuple(spec.kind == "histogram" for spec in ins.ALL)
-_GAUGE_INDEX: Final = _measurements.RATELIMIT_REMAINING
+_GAUGES: Final = frozenset((_measurements.REMAINING_REQUESTS, _measurements.REMAINING_TOKENS))
+"""Gauges keep the last value set (``event``); no commit measures one."""
 _ACTIVE_INDEX: Final = _measurements.ACTIVE
-assert [i for i, s in enumerate(ins.ALL) if s.kind == "gauge"] == [_GAUGE_INDEX]
+assert {i for i, s in enumerate(ins.ALL) if s.kind == "gauge"} == _GAUGES
 _BOUNDS: Final = tuple(spec.buckets or () for spec in ins.ALL)
 
 
@@ -324,7 +325,7 @@ Snapshot = list[tuple[tuple[Any, ...], list[Any], int]]
 _INT64_MAX: Final = 2**63 - 1
 
 
-def _int64(value: Any) -> Any:
+def saturate_int64(value: Any) -> Any:
     """An int sum saturates at OTLP's int64 range: one value beyond it would make every later
     export of the whole collection fail to encode."""
     if type(value) is int and not -_INT64_MAX - 1 <= value <= _INT64_MAX:
@@ -391,7 +392,7 @@ def _metric(
                 attributes=_attrs(spec, key),
                 start_time_unix_nano=interval_start or start,
                 time_unix_nano=now,
-                value=_int64(state[0]),
+                value=saturate_int64(state[0]),
                 exemplars=_sum_exemplars(exemplars((index, key))),
             )
             for key, state, start in points
@@ -481,7 +482,7 @@ class AggregateRecorder(Recorder):
         index = cell.index
         if index == _ACTIVE_INDEX:
             raise ValueError("requests in flight are counted by begin() and commit()")
-        if index != _GAUGE_INDEX:
+        if index not in _GAUGES:
             self.apply(([], [measurement]))
             return
         sample = self.sample()
@@ -549,17 +550,37 @@ class AggregateRecorder(Recorder):
             counts[rec.route_key] += 1
         return [(key, [value], self.routes[key]) for key, value in counts.items()]
 
-    def attach(self, reader: MetricReader) -> None:
+    def cumulative_points(self) -> Iterator[tuple[int, list[tuple[tuple[Any, ...], list[Any]]]]]:
+        """Each metric's cumulative points as ``(index, [(key, state copy)])``, in export order:
+        what a cumulative reader receives, for renderers that skip the OTel data model. The lock
+        is held for one metric's copy at a time, so commits never wait for a whole scrape."""
+        with self.lock:
+            order = list(self.cumulative.order)
+        points = self.cumulative.points
+        for index in order:
+            with self.lock:
+                if index == _ACTIVE_INDEX:
+                    copy = [(key, state) for key, state, _ in self.active()]
+                else:
+                    copy = [(key, list(state)) for key, state in points[index].items()]
+            yield index, copy
+
+    def attach(self, reader: MetricReader, *, merge: bool = True) -> None:
         """Merge this recorder's metrics into everything ``reader`` collects.
+
+        ``merge=False`` is for a Prometheus reader whose endpoint renders routemeter's families
+        itself (``export/_exposition``): its collections then carry the resource only, so the
+        exporter's ``target_info`` stays right when the SDK has nothing else to report.
 
         The SDK's ``collect()`` skips ``_receive_metrics`` when its own instruments have nothing
         to report, so the merge wraps the collect callback the MeterProvider installed.
         Raises ``SdkChanged`` when this SDK lacks what that needs (``setup()`` probes first).
         """
-        view = View(self, reader)
-        with self.lock:
-            self.views.append(view)
-            self.rebuild_targets()
+        view = View(self, reader) if merge else None
+        if view is not None:
+            with self.lock:
+                self.views.append(view)
+                self.rebuild_targets()
 
         def wrap(original: Callable[..., MetricsData | None]) -> Callable[..., MetricsData | None]:
             def collect(
@@ -567,6 +588,8 @@ class AggregateRecorder(Recorder):
             ) -> MetricsData | None:
                 data = original(metric_reader, timeout_millis=timeout_millis)
                 try:
+                    if view is None:  # routemeter's families are rendered elsewhere
+                        return self.with_resource(data) if self.cumulative.order else data
                     return self.merge(data, view.collect())
                 except Exception as e:
                     report("collection", e)
@@ -575,6 +598,18 @@ class AggregateRecorder(Recorder):
             return collect
 
         _otel_private.wrap_collect(reader, wrap)
+
+    def with_resource(self, data: MetricsData | None) -> MetricsData:
+        """``data``, or a collection of the resource alone when the SDK has nothing."""
+        if data is not None and data.resource_metrics:
+            return data
+        return MetricsData(
+            resource_metrics=[
+                ResourceMetrics(
+                    resource=self.resource, scope_metrics=[], schema_url=self.resource.schema_url
+                )
+            ]
+        )
 
     def merge(self, data: MetricsData | None, ours: list[Metric]) -> MetricsData | None:
         if not ours:

@@ -1,0 +1,103 @@
+"""The direct exposition renders routemeter's families exactly as the OTel exporter does."""
+
+from __future__ import annotations
+
+import gzip
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from prometheus_client import CollectorRegistry, generate_latest
+
+from recording.aggregate.test_recorder import PRICES, RESOURCE, SCOPE, Headroom, work
+from routemeter._config import load
+from routemeter.export._exposition import Exposition, render
+from routemeter.export._setup import _bounds
+from routemeter.recording.aggregate._recorder import AggregateRecorder
+from routemeter.request._record import Request
+
+
+class Pair:
+    """One aggregate recorder feeding a merged exporter reader and a direct one."""
+
+    def __init__(self, limit: int) -> None:
+        config = load({}, max_models=100, max_providers=3)
+        self.merged, self.direct = CollectorRegistry(), CollectorRegistry()
+        merged_reader = PrometheusMetricReader(registry=self.merged)
+        direct_reader = PrometheusMetricReader(registry=self.direct)
+        self.provider = MeterProvider(
+            metric_readers=[merged_reader, direct_reader], resource=RESOURCE
+        )
+        self.agg = AggregateRecorder(
+            _bounds(config), PRICES, limit=limit, scope=SCOPE, resource=RESOURCE
+        )
+        self.agg.attach(merged_reader)
+        self.agg.attach(direct_reader, merge=False)
+        self.exposition = Exposition(self.agg)
+        self.app_counter = self.provider.get_meter("app").create_counter("app.jobs")
+
+    def record(self, item) -> None:
+        if isinstance(item, Headroom):
+            self.agg.ratelimit_remaining(item.provider, item.model, item.kind, item.value)
+        else:
+            self.agg.begin(item)
+            self.agg.commit(item)
+
+    def texts(self) -> tuple[str, str]:
+        expected = generate_latest(self.merged).decode()
+        actual = generate_latest(self.direct).decode() + self.exposition.text()
+        return expected, actual
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(
+    batch=st.lists(work, max_size=12),
+    limit=st.sampled_from([3, 2000]),
+    app_jobs=st.integers(0, 2),
+)
+def test_direct_text_equals_the_exporter_text(batch, limit, app_jobs):
+    """Byte for byte, with SDK families, overflow, back-filled labels and target_info."""
+    pair = Pair(limit)
+    try:
+        for _ in range(app_jobs):
+            pair.app_counter.add(1, {"kind": 'quoted "value"\\ and\nnewline'})
+        for item in batch:
+            pair.record(item)
+        expected, actual = pair.texts()
+        assert actual == expected
+        for item in batch[:3]:  # a second scrape reuses the cached label text
+            pair.record(item)
+        expected, actual = pair.texts()
+        assert actual == expected
+    finally:
+        pair.provider.shutdown()
+
+
+def test_nothing_recorded_renders_what_the_exporter_renders():
+    """Before any measurement both bodies are the same (empty) text."""
+    pair = Pair(2000)
+    try:
+        expected, actual = pair.texts()
+        assert actual == expected
+    finally:
+        pair.provider.shutdown()
+
+
+def test_render_gzips_when_asked_and_keeps_the_text():
+    """Accept-Encoding: gzip gives the same text, compressed, with its header."""
+    pair = Pair(2000)
+    try:
+        rec = Request(("default", "chat"))
+        with rec.attempt("openai", "gpt-4o-mini") as a:
+            a.usage(input_tokens=12, output_tokens=3)
+        rec.end = rec.start + 0.2
+        pair.record(rec)
+        plain, headers = render(pair.direct, pair.exposition, "")
+        packed, gz_headers = render(pair.direct, pair.exposition, "gzip, deflate")
+        assert (b"content-encoding", b"gzip") in gz_headers
+        assert (b"content-encoding", b"gzip") not in headers
+        assert gzip.decompress(b"".join(packed)) == b"".join(plain)
+        assert b"".join(plain).decode() == generate_latest(pair.merged).decode()
+    finally:
+        pair.provider.shutdown()
