@@ -1,10 +1,15 @@
 """The /metrics endpoints: loopback by default, an optional bearer token
-(ROUTEMETER_METRICS_TOKEN) on both the standalone and the mounted endpoint, and a warning that
-says how to fix an endpoint exposed beyond loopback without one."""
+(ROUTEMETER_METRICS_TOKEN) on both the standalone and the mounted endpoint, a warning that
+says how to fix an endpoint exposed beyond loopback without one, and a standalone server that
+idle or slow clients cannot starve."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import threading
+import time
 
 import httpx
 import pytest
@@ -15,6 +20,7 @@ from starlette.routing import Route
 import routemeter
 from routemeter.export import _guard, _readers
 from routemeter.export._guard import is_loopback
+from routemeter.export._server import HEAD_TIMEOUT_S, MAX_HANDLERS, THREAD_NAME
 from support.asgi import serve
 
 TOKEN = "t0k3n-" + "9f8e7d6c5b4a3210" * 2
@@ -162,3 +168,106 @@ def test_loopback_addresses():
     """localhost, 127.0.0.0/8 and ::1 are loopback; the wildcard and names are not."""
     assert all(map(is_loopback, ["localhost", "127.0.0.1", "127.9.9.9", "::1", "[::1]"]))
     assert not any(map(is_loopback, ["0.0.0.0", "::", "10.0.0.1", "router.internal", ""]))
+
+
+# --- a bounded standalone server --------------------------------------------------------------
+
+
+def server_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith(THREAD_NAME)]
+
+
+@contextlib.contextmanager
+def idle_clients(address: tuple[str, int], silent: int, halves: int):
+    """``silent`` connections that send nothing and ``halves`` that send half a request line."""
+    socks: list[socket.socket] = []
+    try:
+        for i in range(silent + halves):
+            socks.append(socket.create_connection(address, timeout=5))
+            if i >= silent:
+                socks[-1].sendall(b"GET /metr")
+        yield socks
+    finally:
+        for s in socks:
+            s.close()
+
+
+def open_(sock: socket.socket) -> bool:
+    """Not closed by the server (yet)."""
+    sock.setblocking(False)
+    try:
+        sock.recv(1)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.setblocking(True)
+    return False
+
+
+def closed_within(sock: socket.socket, seconds: float) -> bool:
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_idle_connections_do_not_starve_the_scrape():
+    """With 300 idle or half-sent connections open, a scrape answers at once, on no extra thread."""
+    handle = routemeter.setup(prometheus_host="127.0.0.1", prometheus_port=0, set_global=False)
+    routed()
+    assert handle.prometheus is not None
+    address, url = handle.prometheus.address, handle.metrics_url
+    assert address is not None
+    assert url is not None
+    before = threading.active_count()
+    started = time.monotonic()
+    with idle_clients(address, silent=200, halves=100) as socks:
+        time.sleep(0.2)
+        assert server_threads() == [THREAD_NAME]  # waiting connections hold no thread
+        r = scrape(url)
+        elapsed = time.monotonic() - started
+        assert r.status_code == 200
+        assert "gen_ai_server_request_duration_seconds_count" in r.text
+        assert elapsed < 2.0, elapsed
+        assert len(server_threads()) <= 1 + MAX_HANDLERS
+        assert threading.active_count() - before <= MAX_HANDLERS
+        assert all(map(open_, socks))  # they were all still open during the scrape
+
+
+@pytest.mark.integration
+def test_idle_connections_are_closed_after_the_head_timeout():
+    """Connections that send nothing or half a request line are closed HEAD_TIMEOUT_S (5 s) in."""
+    handle = routemeter.setup(prometheus_host="127.0.0.1", prometheus_port=0, set_global=False)
+    assert handle.prometheus is not None
+    address = handle.prometheus.address
+    assert address is not None
+    with idle_clients(address, silent=50, halves=50) as socks:
+        opened = time.monotonic()
+        time.sleep(HEAD_TIMEOUT_S - 1.0)
+        assert all(map(open_, socks))
+        for s in socks:
+            assert closed_within(s, max(0.0, opened + HEAD_TIMEOUT_S + 1.5 - time.monotonic()))
+    assert server_threads() == [THREAD_NAME]
+
+
+def test_shutdown_leaves_no_server_thread():
+    """routemeter.shutdown() with connections open stops the server at once, leaving no thread."""
+    handle = routemeter.setup(prometheus_host="127.0.0.1", prometheus_port=0, set_global=False)
+    assert handle.prometheus is not None
+    address, url = handle.prometheus.address, handle.metrics_url
+    assert address is not None
+    assert url is not None
+    with idle_clients(address, silent=20, halves=20) as socks:
+        assert scrape(url).status_code == 200
+        started = time.monotonic()
+        routemeter.shutdown()
+        assert time.monotonic() - started < 1.0
+        assert server_threads() == []
+        assert all(closed_within(s, 1.0) for s in socks)
+    with pytest.raises(httpx.ConnectError):
+        scrape(url)

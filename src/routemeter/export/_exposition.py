@@ -191,3 +191,29 @@ def render(
         chunks.append(gz.flush())
         headers.append((b"content-encoding", b"gzip"))
     return chunks, headers
+
+
+def wsgi_app(registry: Any, ours: Callable[[], Exposition | None]) -> Callable[..., list[bytes]]:
+    """The standalone server's /metrics: prometheus_client's WSGI app (any path, GET and
+    OPTIONS, an empty favicon), with routemeter's families rendered directly."""
+
+    def metrics_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        method = environ["REQUEST_METHOD"]
+        if method == "OPTIONS":
+            start_response("200 OK", [("Allow", "OPTIONS,GET")])
+            return [b""]
+        if method != "GET":
+            start_response("405 Method Not Allowed", [("Allow", "OPTIONS,GET")])
+            return [f"# HTTP 405 Method Not Allowed: {method}; use OPTIONS or GET\n".encode()]
+        if environ.get("PATH_INFO") == "/favicon.ico":
+            start_response("200 OK", [])
+            return [b""]
+        chunks, headers = render(registry, ours(), environ.get("HTTP_ACCEPT_ENCODING", ""))
+        size = sum(len(c) for c in chunks)
+        start_response(
+            "200 OK",
+            [(k.decode(), v.decode()) for k, v in headers] + [("Content-Length", str(size))],
+        )
+        return chunks
+
+    return metrics_app

@@ -11,9 +11,10 @@ import errno
 import logging
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.sdk.metrics import (
     Counter,
@@ -44,6 +45,9 @@ from routemeter.export._guard import (
     is_loopback,
 )
 from routemeter.recording._otel_private import SYNC_GAUGE
+
+if TYPE_CHECKING:
+    from routemeter.export._exposition import Exposition
 
 _log = logging.getLogger("routemeter")
 
@@ -90,6 +94,8 @@ class PrometheusEndpoint:
     reader: MetricReader
     server: Any = None
     thread: threading.Thread | None = None
+    exposition: Exposition | None = None
+    """routemeter's own families, rendered beside the registry's (aggregate recorder)."""
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -103,6 +109,9 @@ class PrometheusEndpoint:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+        if self.thread is not None:
+            self.thread.join(1.0)  # its loop has ended: this is the thread finishing
+            self.thread = None
 
 
 def prometheus(config: Config) -> PrometheusEndpoint:
@@ -116,7 +125,9 @@ def prometheus(config: Config) -> PrometheusEndpoint:
     endpoint = PrometheusEndpoint(registry, reader)
     if config.prometheus_server:
         try:
-            endpoint.server, endpoint.thread = _serve_first_free(config, registry)
+            endpoint.server, endpoint.thread = _serve_first_free(
+                config, registry, lambda: endpoint.exposition
+            )
         except BaseException:
             reader.shutdown()
             raise
@@ -132,7 +143,9 @@ def prometheus(config: Config) -> PrometheusEndpoint:
     return endpoint
 
 
-def _serve_first_free(config: Config, registry: Any) -> tuple[Any, threading.Thread]:
+def _serve_first_free(
+    config: Config, registry: Any, ours: Callable[[], Exposition | None]
+) -> tuple[Any, threading.Thread]:
     """Serve ``registry`` on the first free port of ``prometheus_worker_ports`` from
     ``prometheus_port``: one port per worker process when several share the configuration."""
     host, first = config.prometheus_host, config.prometheus_port
@@ -140,7 +153,7 @@ def _serve_first_free(config: Config, registry: Any) -> tuple[Any, threading.Thr
     busy: OSError | None = None
     for port in range(first, first + span):
         try:
-            return _serve(host, port, registry, config.metrics_token)
+            return _serve(host, port, registry, config.metrics_token, ours)
         except OSError as e:
             if e.errno != errno.EADDRINUSE:
                 raise ConfigError(
@@ -160,25 +173,18 @@ def _serve_first_free(config: Config, registry: Any) -> tuple[Any, threading.Thr
     ) from None
 
 
-def _serve(host: str, port: int, registry: Any, token: str | None) -> tuple[Any, threading.Thread]:
-    """prometheus_client's ``start_wsgi_server``, with the bearer-token check in front."""
-    from wsgiref.simple_server import WSGIRequestHandler, make_server
-
-    from prometheus_client import make_wsgi_app
-    from prometheus_client.exposition import ThreadingWSGIServer
-
-    class Quiet(WSGIRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
+def _serve(
+    host: str, port: int, registry: Any, token: str | None, ours: Callable[[], Exposition | None]
+) -> tuple[Any, threading.Thread]:
+    """/metrics (``export/_exposition.wsgi_app``) with the bearer-token check in front, on the
+    bounded server of ``export/_server.py`` (read timeouts, a cap on handler threads)."""
+    from routemeter.export._exposition import wsgi_app
+    from routemeter.export._server import THREAD_NAME, BoundedWSGIServer
 
     family, _, _, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
-
-    class Server(ThreadingWSGIServer):
-        address_family = family
-
-    exposition = make_wsgi_app(registry)
+    exposition = wsgi_app(registry, ours)
 
     def guarded(environ: dict[str, Any], start_response: Any) -> Any:
         if token is not None and not authorized(environ.get("HTTP_AUTHORIZATION"), token):
@@ -189,8 +195,8 @@ def _serve(host: str, port: int, registry: Any, token: str | None) -> tuple[Any,
             return [UNAUTHORIZED_BODY]
         return exposition(environ, start_response)
 
-    httpd = make_server(str(address[0]), port, guarded, Server, handler_class=Quiet)
-    thread = threading.Thread(target=httpd.serve_forever, name="routemeter-metrics", daemon=True)
+    httpd = BoundedWSGIServer((str(address[0]), port), family, guarded)
+    thread = threading.Thread(target=httpd.serve_forever, name=THREAD_NAME, daemon=True)
     thread.start()
     return httpd, thread
 

@@ -275,14 +275,13 @@ def setup(
                     resource=resource,
                     exemplar_filter=config.exemplar_filter,
                 )
-                # TODO(standalone server): render directly there too
-                direct = (
-                    endpoint.reader if endpoint is not None and endpoint.server is None else None
-                )
+                direct = endpoint.reader if endpoint is not None else None
                 for reader in all_readers:
                     aggregate.attach(reader, merge=reader is not direct)
                 handle.recorder = aggregate
                 handle.exposition = Exposition(aggregate)
+                if endpoint is not None:
+                    endpoint.exposition = handle.exposition
 
         _sink.active = handle.recorder
         _handle = handle
