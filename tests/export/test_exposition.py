@@ -40,9 +40,10 @@ class Pair:
     def record(self, item) -> None:
         if isinstance(item, Headroom):
             self.agg.ratelimit_remaining(item.provider, item.model, item.kind, item.value)
-        else:
-            self.agg.begin(item)
-            self.agg.commit(item)
+            return
+        rec = item.build(self.agg) if hasattr(item, "build") else item
+        self.agg.begin(rec)
+        self.agg.commit(rec)
 
     def texts(self) -> tuple[str, str]:
         expected = generate_latest(self.merged).decode()
@@ -99,5 +100,22 @@ def test_render_gzips_when_asked_and_keeps_the_text():
         assert (b"content-encoding", b"gzip") not in headers
         assert gzip.decompress(b"".join(packed)) == b"".join(plain)
         assert b"".join(plain).decode() == generate_latest(pair.merged).decode()
+    finally:
+        pair.provider.shutdown()
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(batch=st.lists(work, max_size=12), limit=st.sampled_from([3, 2000]))
+def test_series_equal_parsing_the_text(batch, limit):
+    """stats()' samples read straight from the state equal parsing the rendered text."""
+    from routemeter.tools._stats import _names, parse
+
+    pair = Pair(limit)
+    try:
+        for item in batch:
+            pair.record(item)
+        wanted = _names().wanted
+        parsed = parse(pair.exposition.text()).series
+        assert pair.exposition.series(wanted) == {k: v for k, v in parsed.items() if k in wanted}
     finally:
         pair.provider.shutdown()

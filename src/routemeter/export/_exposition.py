@@ -32,13 +32,20 @@ _SMALL: Final = [_go(i) for i in range(4096)]
 _PIECE: Final = 256
 
 
+LabelSet = tuple[tuple[str, str], ...]
+
+
 def _escape(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
+def _raw(value: Any) -> str:
+    """The exporter's label value before escaping: strings as they are, the rest as JSON."""
+    return value if isinstance(value, str) else dumps(value, default=str)
+
+
 def _label_value(value: Any) -> str:
-    """The exporter's label value: strings as they are, anything else as JSON."""
-    return _escape(value if isinstance(value, str) else dumps(value, default=str))
+    return _escape(_raw(value))
 
 
 def _number(value: Any) -> str:
@@ -52,6 +59,8 @@ class _Family:
 
     __slots__ = (
         "_scope",
+        "_scope_raw",
+        "_sets",
         "bounds",
         "header",
         "histogram",
@@ -61,7 +70,9 @@ class _Family:
         "union",
     )
 
-    def __init__(self, spec: ins.InstrumentSpec, scope: dict[str, str]) -> None:
+    def __init__(
+        self, spec: ins.InstrumentSpec, scope: dict[str, str], scope_raw: list[tuple[str, str]]
+    ) -> None:
         _, sanitize_attribute, _ = prometheus_mapping()
         name = ins.prometheus_name(spec)
         kind = {"counter": "counter", "histogram": "histogram"}.get(spec.kind, "gauge")
@@ -76,6 +87,51 @@ class _Family:
         """Per point key: its escaped labels (scope included), and its rendered label text
         for the family's current label set."""
         self._scope = scope
+        self._scope_raw = scope_raw
+        self._sets: dict[tuple[Any, ...], tuple[LabelSet, list[LabelSet]]] = {}
+
+    def label_sets(self, key: tuple[Any, ...]) -> tuple[LabelSet, list[LabelSet]]:
+        """The point's label set as a parser of the text reads it (sorted, unescaped, empty
+        labels dropped), and its buckets' (with ``le``): built once per point."""
+        found = self._sets.get(key)
+        if found is None:
+            if key is OVERFLOW:
+                pairs = list(_OVERFLOW_LABELS.items())
+            else:
+                pairs = [
+                    (n, _raw(v))
+                    for n, v in zip(self.label_names, key, strict=True)
+                    if v is not None
+                ]
+            pairs = [(n, v) for n, v in [*pairs, *self._scope_raw] if v]
+            plain = tuple(sorted(pairs))
+            buckets = (
+                [tuple(sorted([*pairs, ("le", b)])) for b in self.bounds] if self.histogram else []
+            )
+            found = self._sets[key] = (plain, buckets)
+        return found
+
+    def series(
+        self, points: list[tuple[tuple[Any, ...], list[Any]]], out: dict[str, dict[LabelSet, float]]
+    ) -> None:
+        """Add the family's samples to ``out`` as ``parse`` would read them from its text."""
+        sample = self.sample
+        if not self.histogram:
+            values = out.setdefault(sample, {})
+            for key, state in points:
+                values[self.label_sets(key)[0]] = float(saturate_int64(state[0]))
+            return
+        buckets = out.setdefault(f"{sample}_bucket", {})
+        counts = out.setdefault(f"{sample}_count", {})
+        sums = out.setdefault(f"{sample}_sum", {})
+        for key, state in points:
+            plain, sets = self.label_sets(key)
+            total = 0
+            for labels, count in zip(sets, state[3:], strict=True):
+                total += count
+                buckets[labels] = float(total)
+            counts[plain] = float(total)
+            sums[plain] = float(state[0])
 
     def point_labels(self, key: tuple[Any, ...]) -> dict[str, str]:
         found = self.labels.get(key)
@@ -142,16 +198,17 @@ class Exposition:
         self.recorder = recorder
         _, sanitize_attribute, _ = prometheus_mapping()
         scope = recorder.scope
-        labels = {
-            sanitize_attribute(f"otel_scope_{k}"): _label_value(v)
+        raw = {
+            sanitize_attribute(f"otel_scope_{k}"): _raw(v)
             for k, v in (scope.attributes or {}).items()
         }
-        labels.update(
-            otel_scope_name=_label_value(scope.name or ""),
-            otel_scope_version=_label_value(scope.version or ""),
-            otel_scope_schema_url=_label_value(scope.schema_url or ""),
+        raw.update(
+            otel_scope_name=scope.name or "",
+            otel_scope_version=scope.version or "",
+            otel_scope_schema_url=scope.schema_url or "",
         )
-        self._families = [_Family(spec, labels) for spec in ins.ALL]
+        labels = {k: _escape(v) for k, v in raw.items()}
+        self._families = [_Family(spec, labels, list(raw.items())) for spec in ins.ALL]
         self._lock = threading.Lock()
 
     def pieces(self) -> Iterator[str]:
@@ -165,6 +222,17 @@ class Exposition:
 
     def text(self) -> str:
         return "".join(self.pieces())
+
+    def series(self, wanted: frozenset[str]) -> dict[str, dict[LabelSet, float]]:
+        """The samples of the families named in ``wanted`` (``stats()``'s), as parsing
+        ``text()`` would give them, without the text: label sets are built once per point."""
+        out: dict[str, dict[LabelSet, float]] = {}
+        with self._lock:
+            for index, points in self.recorder.cumulative_points():
+                family = self._families[index]
+                if points and (family.sample in wanted or f"{family.sample}_count" in wanted):
+                    family.series(points, out)
+        return out
 
 
 def render(

@@ -761,8 +761,8 @@ def _source() -> tuple[Any, Callable[[], Samples]]:
 
     handle = current_handle()
     if handle is not None and handle.exposition is not None:
-        pieces = handle.exposition.pieces
-        return handle.exposition, lambda: parse(pieces(), at=time.time())
+        series = handle.exposition.series
+        return handle.exposition, lambda: Samples(series(_names().wanted), time.time())
     registry = _registry()
     return registry, lambda: collect(registry)
 
