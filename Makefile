@@ -10,7 +10,7 @@ OLDEST_STAMP := $(OLDEST)/.installed
 # The request, recording and export tests run a second time on the oldest supported dependencies.
 OLDEST_TESTS := tests/request tests/recording tests/export
 
-.PHONY: demo test test-oldest lint unit bench docs prometheus clean
+.PHONY: demo test test-oldest lint unit bench docs prometheus wrk clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ prometheus:
 	  echo "installing Debian's prometheus package (for the integration tests)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
 	else echo "prometheus/promtool missing and no root apt: Prometheus integration tests will skip (fail under CI=true)"; fi
+
+wrk:
+	@if command -v wrk >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's wrk package (for the end-to-end benchmark)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
+	else echo "wrk missing and no root apt: the end-to-end benchmark uses its Python load generator"; fi
 
 demo: $(STAMP)
 	$(BIN)/routemeter demo $(DEMO_ARGS)
@@ -55,8 +62,12 @@ unit: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/python -m routemeter.tools._docs --write
 
-bench: $(STAMP)
+# About 5 minutes: in-process costs, /metrics stalls of the event loop, then HTTP end to end.
+bench: $(STAMP) wrk
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.realistic
+	$(BIN)/python -m benchmarks.stall $(STALL_ARGS)
+	$(BIN)/python -m benchmarks.e2e $(E2E_ARGS)
 	if command -v valgrind >/dev/null; then $(BIN)/python -m benchmarks.instructions; \
 	else echo "valgrind not installed: skipping the instruction counts"; fi
 

@@ -161,19 +161,21 @@ def _one_series_each(series: int, recorder: str) -> tuple[Any, Callable[[], None
     for i in range(series):
         one(f"model-{i}")
     assert handle.prometheus is not None
-    return handle.prometheus.registry, routemeter.shutdown
+    return handle, routemeter.shutdown
 
 
 def render_ms(series: int, repeats: int, recorder: str) -> tuple[float, int]:
-    """Median /metrics render time and its line count with ``series`` distinct models."""
-    from prometheus_client import generate_latest
+    """Median /metrics render time and its line count with ``series`` distinct models: the
+    body the endpoints serve (the aggregate recorder renders its own families directly)."""
+    from routemeter.export._exposition import render
 
-    registry, done = _one_series_each(series, recorder)
+    handle, done = _one_series_each(series, recorder)
     samples = []
     lines = 0
     for _ in range(repeats):
         start = time.perf_counter()
-        lines = generate_latest(registry).count(b"\n")
+        chunks, _ = render(handle.prometheus.registry, handle.exposition, "")
+        lines = sum(c.count(b"\n") for c in chunks)
         samples.append((time.perf_counter() - start) * 1e3)
     done()
     return statistics.median(samples), lines

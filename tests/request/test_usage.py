@@ -819,3 +819,18 @@ def test_usage_fast_path_equals_the_general_path(input_tokens, output_tokens):
         general.used = EMPTY  # usage() reports a failure and keeps what it had
     assert fast.used == general.used
     assert type(fast.used) is type(general.used)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(responses)
+def test_first_response_report_equals_the_merging_path(response):
+    """usage(response) as an attempt's first report records what merging it into an empty
+    usage (the path every later report takes) records, and the same response model."""
+    fast = Attempt("openai", "gpt-4o-mini")
+    fast.usage(response)
+    merged = Attempt("openai", "gpt-4o-mini")
+    merged.used = Usage(None, None, None, None, None)  # equal to EMPTY, not EMPTY itself
+    merged.usage(response)
+    assert fast.used == merged.used
+    assert type(fast.used) is Usage
+    assert fast.response_model == merged.response_model

@@ -30,6 +30,8 @@ EMPTY: Final = Usage()
 
 
 def _get(obj: Any, key: str) -> Any:
+    if type(obj) is dict:  # the common shape, without the ABC check below
+        return obj.get(key)
     if obj is None:
         return None
     if isinstance(obj, Mapping):

@@ -1,0 +1,274 @@
+"""The realistic per-request path, in process: an async handler on an event loop whose simulated
+upstream returns a provider response, with the usage read from that response.
+
+Three response shapes, each built fresh per request as a client library would: an OpenAI chat
+completion dict, an Anthropic message dict (cache fields included) and an object with
+attributes (a SimpleNamespace shaped like the openai SDK's ``ChatCompletion``). Contenders:
+
+- ``bare``: the handler alone (reads the model, awaits the upstream, returns its response);
+- ``routemeter``: ``@routemeter.route`` with ``requested``, ``decide``/``choose``, one
+  ``attempt`` and ``a.usage(resp)``;
+- ``raw OTel SDK``: the same facts straight onto SDK instruments, one call per measurement,
+  with the token counts and the response model read from the response by hand (as in
+  ``python -m benchmarks``' raw_sdk_request).
+
+Median of ``--repeats`` rounds of ``--loops`` requests, contenders round-robin. Run with
+``python -m benchmarks.realistic``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
+from typing import Any
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+import routemeter
+from routemeter.recording import _instruments as ins
+from routemeter.testing import capture
+
+Upstream = Callable[[dict[str, Any]], Awaitable[Any]]
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+BODY = {"model": "auto", "messages": [{"role": "user", "content": "Say hello in one word."}]}
+
+
+async def openai_dict(body: dict[str, Any]) -> Any:
+    return {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "created": 1767225600,
+        "model": "gpt-4o-mini",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello!"},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": 1200,
+            "completion_tokens": 300,
+            "total_tokens": 1500,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+        },
+    }
+
+
+async def anthropic_dict(body: dict[str, Any]) -> Any:
+    return {
+        "id": "msg_bench",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-3-5-haiku-latest",
+        "content": [{"type": "text", "text": "Hello!"}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": 1200,
+            "output_tokens": 300,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        },
+    }
+
+
+async def openai_object(body: dict[str, Any]) -> Any:
+    ns = SimpleNamespace
+    return ns(
+        id="chatcmpl-bench",
+        object="chat.completion",
+        created=1767225600,
+        model="gpt-4o-mini",
+        choices=[ns(index=0, message=ns(role="assistant", content="Hello!"), finish_reason="stop")],
+        usage=ns(
+            prompt_tokens=1200,
+            completion_tokens=300,
+            total_tokens=1500,
+            prompt_tokens_details=ns(cached_tokens=0, audio_tokens=0),
+            completion_tokens_details=ns(reasoning_tokens=0, audio_tokens=0),
+        ),
+    )
+
+
+# shape -> (provider, model, server address, upstream, how a hand-written router reads usage)
+def _openai_tokens(resp: Any) -> tuple[int, int, str]:
+    u = resp["usage"]
+    return u["prompt_tokens"], u["completion_tokens"], resp["model"]
+
+
+def _anthropic_tokens(resp: Any) -> tuple[int, int, str]:
+    u = resp["usage"]
+    cached = u.get("cache_read_input_tokens") or 0
+    written = u.get("cache_creation_input_tokens") or 0
+    return u["input_tokens"] + cached + written, u["output_tokens"], resp["model"]
+
+
+def _object_tokens(resp: Any) -> tuple[int, int, str]:
+    u = resp.usage
+    return u.prompt_tokens, u.completion_tokens, resp.model
+
+
+SHAPES: dict[str, tuple[str, str, str, Upstream, Callable[[Any], tuple[int, int, str]]]] = {
+    "OpenAI dict": ("openai", "gpt-4o-mini", "api.openai.com", openai_dict, _openai_tokens),
+    "Anthropic dict": (
+        "anthropic",
+        "claude-3-5-haiku-latest",
+        "api.anthropic.com",
+        anthropic_dict,
+        _anthropic_tokens,
+    ),
+    "object (attributes)": (
+        "openai",
+        "gpt-4o-mini",
+        "api.openai.com",
+        openai_object,
+        _object_tokens,
+    ),
+}
+# per-token prices, looked up once by the hand-written router: (input, output) USD per token
+PRICES = {"gpt-4o-mini": (0.15e-6, 0.6e-6), "claude-3-5-haiku-latest": (0.8e-6, 4e-6)}
+
+
+def bare(shape: str) -> Handler:
+    upstream = SHAPES[shape][3]
+
+    async def handler(body: dict[str, Any]) -> Any:
+        _ = body["model"]
+        return await upstream(body)
+
+    return handler
+
+
+def routed(shape: str) -> Handler:
+    provider, model, server, upstream, _ = SHAPES[shape]
+
+    @routemeter.route("default")
+    async def handler(body: dict[str, Any]) -> Any:
+        rec = routemeter.current()
+        rec.requested(body["model"])
+        with rec.decide() as d:
+            d.choose(provider, model, "default")
+        with rec.attempt(provider, model, server_address=server) as a:
+            resp = await upstream(body)
+            a.usage(resp)
+        return resp
+
+    return handler
+
+
+def raw_sdk(shape: str) -> Handler:
+    """The same facts recorded straight onto SDK instruments, one call per measurement."""
+    provider, model, server, upstream, read = SHAPES[shape]
+    price_in, price_out = PRICES[model]
+    meter = MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("raw")
+    h = {
+        s.name: meter.create_histogram(
+            s.name, unit=s.unit, explicit_bucket_boundaries_advisory=list(s.buckets or ())
+        )
+        for s in ins.ALL
+        if s.kind == "histogram"
+    }
+    c = {s.name: meter.create_counter(s.name, unit=s.unit) for s in ins.ALL if s.kind == "counter"}
+    active = meter.create_up_down_counter("llm.router.requests.active")
+    base = {"llm.router.route": "default", "gen_ai.operation.name": "chat"}
+
+    async def handler(body: dict[str, Any]) -> Any:
+        t0 = time.perf_counter()
+        active.add(1, base)
+        requested = body["model"]
+        d0 = time.perf_counter()
+        decision = {
+            **base,
+            "gen_ai.request.model": requested,
+            "llm.router.target.provider": provider,
+            "llm.router.target.model": model,
+            "llm.router.reason": "default",
+        }
+        h["llm.router.decision.duration"].record(time.perf_counter() - d0, base)
+        c["llm.router.decisions"].add(1, decision)
+        a0 = time.perf_counter()
+        resp = await upstream(body)
+        input_tokens, output_tokens, response_model = read(resp)
+        attempt = {
+            **base,
+            "gen_ai.provider.name": provider,
+            "gen_ai.request.model": model,
+            "gen_ai.response.model": response_model,
+        }
+        client = {**attempt, "server.address": server}
+        h["gen_ai.client.operation.duration"].record(time.perf_counter() - a0, client)
+        h["gen_ai.client.token.usage"].record(
+            input_tokens, {**client, "gen_ai.token.type": "input"}
+        )
+        h["gen_ai.client.token.usage"].record(
+            output_tokens, {**client, "gen_ai.token.type": "output"}
+        )
+        c["llm.router.usage.tokens"].add(input_tokens, {**attempt, "gen_ai.token.type": "input"})
+        c["llm.router.usage.tokens"].add(output_tokens, {**attempt, "gen_ai.token.type": "output"})
+        c["llm.router.cost.usd"].add(input_tokens * price_in + output_tokens * price_out, attempt)
+        server_attrs = {
+            **base,
+            "gen_ai.provider.name": provider,
+            "gen_ai.request.model": requested,
+            "gen_ai.response.model": response_model,
+        }
+        h["gen_ai.server.request.duration"].record(time.perf_counter() - t0, server_attrs)
+        active.add(-1, base)
+        return resp
+
+    return handler
+
+
+async def _batch(handler: Handler, loops: int) -> float:
+    body = BODY
+    start = time.perf_counter()
+    for _ in range(loops):
+        await handler(body)
+    return (time.perf_counter() - start) / loops * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.realistic")
+    parser.add_argument("--loops", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    loop = asyncio.new_event_loop()
+    contenders = {
+        (shape, name): make(shape)
+        for shape in SHAPES
+        for name, make in (("bare", bare), ("routemeter", routed), ("raw OTel SDK", raw_sdk))
+    }
+    samples: dict[tuple[str, str], list[float]] = {key: [] for key in contenders}
+    try:
+        with capture():
+            for handler in contenders.values():  # warm: first-seen attribute sets, prices
+                loop.run_until_complete(_batch(handler, 50))
+            for _ in range(args.repeats):  # round-robin, so load changes hit all alike
+                for key, handler in contenders.items():
+                    samples[key].append(loop.run_until_complete(_batch(handler, args.loops)))
+    finally:
+        loop.close()
+    us = {key: statistics.median(s) for key, s in samples.items()}
+    print(
+        f"async handler on an asyncio event loop, usage read from the response"
+        f" (median of {args.repeats} x {args.loops}):"
+    )
+    print(
+        f"{'response shape':20} {'bare µs':>8} {'routemeter µs':>14} {'raw SDK µs':>11}"
+        f" {'raw/routemeter':>15} {'added: raw/routemeter':>22}"
+    )
+    for shape in SHAPES:
+        b, r, s = (us[shape, n] for n in ("bare", "routemeter", "raw OTel SDK"))
+        print(f"{shape:20} {b:8.2f} {r:14.2f} {s:11.2f} {s / r:14.1f}x {(s - b) / (r - b):21.1f}x")
+    print("(added: what each adds to the bare handler, response building excluded)")
+
+
+if __name__ == "__main__":
+    main()
