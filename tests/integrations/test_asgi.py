@@ -96,13 +96,15 @@ def test_lifespan_shutdown_flushes_otlp(monkeypatch):
 
 
 def test_instrument_app_leaves_the_environment_and_other_instrumentation_alone(monkeypatch):
-    """Stable HTTP semconv for our middleware only: the environment is untouched and an ASGI
-    instrumentation the app builds afterwards keeps the process's default mode."""
+    """With ROUTEMETER_HTTP_INSTRUMENTATION=opentelemetry, stable HTTP semconv for our
+    middleware only: the environment is untouched and an ASGI instrumentation the app builds
+    afterwards keeps the process's default mode."""
     from opentelemetry.instrumentation._semconv import _StabilityMode
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
     from opentelemetry.sdk.metrics import MeterProvider
 
     monkeypatch.delenv("OTEL_SEMCONV_STABILITY_OPT_IN", raising=False)
+    monkeypatch.setenv("ROUTEMETER_HTTP_INSTRUMENTATION", "opentelemetry")
     routemeter.setup(exporters="prometheus", prometheus_server=False, set_global=False)
     make_app()
     assert "OTEL_SEMCONV_STABILITY_OPT_IN" not in os.environ

@@ -43,9 +43,24 @@ def full_request(fail_first: bool = True) -> None:
     rec.first_chunk()
 
 
+def http_request() -> None:
+    """One finished HTTP request through the active recorder (what instrument_app records)."""
+    from routemeter.export._setup import current_handle
+
+    handle = current_handle()
+    assert handle is not None
+    recorder = handle.recorder
+    assert recorder is not None
+    token = object()
+    began = recorder.http_begin("POST", "http", token)
+    raw = ("POST", "http", "1.1", 200, "/v1/chat/completions", None)
+    recorder.http_end(began, token, raw, 0.25, 120, 640)
+
+
 def test_every_point_uses_the_declared_unit_and_attributes(metrics: Capture):
     """Each exported point has its spec's unit and only attribute keys the spec lists."""
     full_request()
+    http_request()
     routemeter.cooldown("anthropic", "claude-sonnet-4-5", "529")
     routemeter.cache_entries("responses", 3)
     routemeter.cache_evicted("responses", 1)
@@ -62,6 +77,7 @@ def test_every_point_uses_the_declared_unit_and_attributes(metrics: Capture):
 def test_histograms_use_semconv_buckets(metrics: Capture, spec: ins.InstrumentSpec):
     """Every histogram exports its advised explicit bucket boundaries, not the SDK's ms scale."""
     full_request()
+    http_request()
     found = metrics.points(spec.name)
     assert found, spec.name
     for p in found:
@@ -232,10 +248,11 @@ def test_recorder_failure_never_reaches_handler(metrics: Capture, monkeypatch, c
     from routemeter import _report
     from routemeter.recording import _measurements
 
-    def broken(rec, keys):
+    def broken(rec, keys, active=True):
         raise RuntimeError("instrument exploded")
 
     monkeypatch.setattr(_measurements, "measurements", broken)
+    monkeypatch.setattr(_measurements, "folded_measurements", broken)
     monkeypatch.setattr(_report, "counts", __import__("collections").Counter())
 
     @routemeter.route("default")

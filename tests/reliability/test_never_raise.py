@@ -319,6 +319,7 @@ def test_internal_failures_are_logged_once_per_kind(metrics: Capture, monkeypatc
         raise RuntimeError("extractor exploded")
 
     monkeypatch.setattr(_measurements, "measurements", broken_commit)
+    monkeypatch.setattr(_measurements, "folded_measurements", broken_commit)
     monkeypatch.setattr(_usage, "extract", broken_usage)
 
     @routemeter.route("default")

@@ -1,5 +1,6 @@
-"""``instrument_app``: HTTP server metrics from opentelemetry-instrumentation-asgi, a mounted
-/metrics, and a lifespan hook that flushes every reader before the server exits.
+"""``instrument_app``: HTTP server metrics (routemeter's middleware, ``integrations/_http``, or
+opentelemetry-instrumentation-asgi's with ``ROUTEMETER_HTTP_INSTRUMENTATION=opentelemetry``), a
+mounted /metrics, and a lifespan hook that flushes every reader before the server exits.
 
 The mounted endpoint asks for the bearer token when ``ROUTEMETER_METRICS_TOKEN`` is set, and
 refuses (503) when sibling worker processes share the app's port: a scrape would reach one of
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -25,6 +27,7 @@ from routemeter.export._guard import (
     is_loopback,
     warn_once,
 )
+from routemeter.integrations._http import HttpMetrics
 from routemeter.integrations._workers import WorkerCheck, shared_port_body
 from routemeter.recording import _otel_private
 
@@ -41,8 +44,6 @@ def instrument_app(app: ASGIApp, *, metrics_path: str | None = None) -> ASGIApp:
     """Wrap any ASGI app: stable HTTP server metrics, ``GET /metrics`` when the Prometheus reader
     is on, and a flush of every reader at lifespan shutdown (so SIGTERM loses no tail)."""
     handle = _setup.current_handle() or _setup.setup()
-    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-
     path = metrics_path or handle.config.metrics_path
     exposition: ASGIApp | None = None
     served: dict[str, ASGIApp] = {}  # /metrics and /metrics/stats (JSON), behind one check
@@ -51,20 +52,12 @@ def instrument_app(app: ASGIApp, *, metrics_path: str | None = None) -> ASGIApp:
 
         exposition = _metrics_app(handle.prometheus.registry, handle.exposition)
         served = {path: exposition, f"{path.rstrip('/')}/stats": stats_app()}
-    with _otel_private.stable_http_semconv() as stable:
-        instrumented = OpenTelemetryMiddleware(
-            app,
-            excluded_urls=f"^{path}$" if exposition is not None else None,
-            meter_provider=handle.meter_provider,
-        )
-    if not stable:
-        warn_once(
-            "http-semconv",
-            "routemeter: this opentelemetry-instrumentation has changed how it selects HTTP"
-            " semantic conventions (checked against %s); set OTEL_SEMCONV_STABILITY_OPT_IN=http"
-            " for http.server.request.duration in seconds",
-            _otel_private.CHECKED_AGAINST,
-        )
+    excluded = path if exposition is not None else None
+    instrumented: ASGIApp
+    if handle.config.http_instrumentation == "opentelemetry":
+        instrumented = _opentelemetry_middleware(app, excluded, handle.meter_provider)
+    else:
+        instrumented = HttpMetrics(app, excluded_path=excluded)
     token = handle.config.metrics_token
     workers = WorkerCheck()
 
@@ -84,6 +77,29 @@ def instrument_app(app: ASGIApp, *, metrics_path: str | None = None) -> ASGIApp:
         await instrumented(scope, receive, send)
 
     return routemeter_app
+
+
+def _opentelemetry_middleware(app: ASGIApp, excluded: str | None, meter_provider: Any) -> ASGIApp:
+    """opentelemetry-instrumentation-asgi's middleware, built in the stable HTTP semconv mode
+    (its spans too, for apps that want them)."""
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+    from opentelemetry.util.http import ExcludeList
+
+    # it matches the patterns against the whole URL (scheme://host/path), not the path
+    skip = ExcludeList([f"^[^:/]+://[^/]*{re.escape(excluded)}$"]) if excluded else None
+    with _otel_private.stable_http_semconv() as stable:
+        middleware: ASGIApp = OpenTelemetryMiddleware(
+            app, excluded_urls=skip, meter_provider=meter_provider
+        )
+    if not stable:
+        warn_once(
+            "http-semconv",
+            "routemeter: this opentelemetry-instrumentation has changed how it selects HTTP"
+            " semantic conventions (checked against %s); set OTEL_SEMCONV_STABILITY_OPT_IN=http"
+            " for http.server.request.duration in seconds",
+            _otel_private.CHECKED_AGAINST,
+        )
+    return middleware
 
 
 def _metrics_app(registry: Any, ours: Exposition | None) -> ASGIApp:

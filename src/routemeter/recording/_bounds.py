@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Final
 
 from routemeter.recording._semconv import OTHER
 from routemeter.request._safe import acceptable
@@ -22,7 +23,7 @@ class Bounded:
     Lookups of admitted values are one dict access; the lock is taken only to admit.
     """
 
-    __slots__ = ("_known", "_lock", "_seen", "_used", "limit", "name", "rejected")
+    __slots__ = ("_accept", "_known", "_lock", "_seen", "_used", "limit", "name", "rejected")
 
     def __init__(
         self,
@@ -30,11 +31,14 @@ class Bounded:
         declared: Iterable[str] = (),
         limit: int = 100,
         known: Callable[[str], bool] | None = None,
+        accept: Callable[[str], bool] = acceptable,
     ) -> None:
         self.name = name
         self.limit = limit
         self._known = known
-        self._seen: dict[str, str] = {v: v for v in declared if acceptable(v)}
+        self._accept = accept
+        """Which strings may pass at all (``acceptable``: short names, never secret-shaped)."""
+        self._seen: dict[str, str] = {v: v for v in declared if accept(v)}
         self._lock = threading.Lock()
         self._used = 0
         self.rejected = 0
@@ -48,7 +52,7 @@ class Bounded:
         return OTHER
 
     def _admit(self, value: str) -> str:
-        if not acceptable(value):
+        if not self._accept(value):
             self.rejected += 1
             return OTHER
         known = self._known is not None and self._known(value)
@@ -84,3 +88,30 @@ class Bounds:
     reasons: Bounded = field(default_factory=lambda: Bounded("llm.router.reason", limit=50))
     errors: Bounded = field(default_factory=lambda: Bounded("error.type", limit=100))
     caches: Bounded = field(default_factory=lambda: Bounded("llm.router.cache.name", limit=20))
+    http_routes: Bounded = field(
+        default_factory=lambda: Bounded("http.route", limit=HTTP_ROUTE_LIMIT, accept=route_shaped)
+    )
+    http_methods: Bounded = field(
+        default_factory=lambda: Bounded("http.request.method", limit=HTTP_METHOD_LIMIT)
+    )
+    """Methods beyond the known ones, which only pass when
+    ``OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS`` is set (else they are ``_OTHER``)."""
+
+
+HTTP_ROUTE_LIMIT: Final = 200
+"""Distinct ``http.route`` templates before the rest become ``_OTHER``: they come from the app's
+router, so an app reaches this only with path parameters mounted into its prefixes."""
+HTTP_METHOD_LIMIT: Final = 20
+
+
+def route_shaped(value: str) -> bool:
+    """An ``http.route`` template may pass: an absolute path of at most 256 characters whose
+    every segment (``{param}`` braces and leading ``._-~`` aside) is an acceptable value. A
+    mounted prefix carrying a request's id, key or address is refused like any other value."""
+    if len(value) > 256 or not value.startswith("/"):
+        return False
+    for segment in value[1:].split("/"):
+        name = segment.strip("{}").lstrip("._-~")
+        if name and not acceptable(name):
+            return False
+    return True

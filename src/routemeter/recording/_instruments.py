@@ -1,7 +1,8 @@
 """The instrument definitions: one spec per metric, the single source for code and docs.
 
 Every histogram carries the semconv-advised bucket boundaries; the SDK's default buckets are a
-millisecond scale and would put every LLM latency into the last two buckets.
+millisecond scale and would put every LLM latency into the last two buckets. HTTP body sizes,
+for which semconv advises none, keep the SDK's defaults.
 """
 
 from __future__ import annotations
@@ -30,6 +31,13 @@ DECISION_BUCKETS: Final = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 )  # fmt: skip
 """Routing logic should take microseconds; the buckets resolve 10 µs to 100 ms."""
+BODY_SIZE_BUCKETS: Final = (
+    0.0, 5.0, 10.0, 25.0, 50.0, 75.0, 100.0, 250.0, 500.0, 750.0, 1000.0, 2500.0, 5000.0, 7500.0,
+    10000.0,
+)  # fmt: skip
+"""The SDK's default explicit buckets: semconv advises none for body sizes, so these are what
+opentelemetry-instrumentation-asgi's body-size histograms export (pinned by
+tests/integrations/test_http.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +217,49 @@ COOLDOWNS: Final = InstrumentSpec(
     (sc.GEN_AI_PROVIDER_NAME, sc.GEN_AI_REQUEST_MODEL, sc.ERROR_TYPE),
 )
 
+_HTTP_ACTIVE = (sc.HTTP_REQUEST_METHOD, sc.URL_SCHEME)
+_HTTP = (
+    *_HTTP_ACTIVE,
+    sc.NETWORK_PROTOCOL_VERSION,
+    sc.HTTP_RESPONSE_STATUS_CODE,
+    sc.HTTP_ROUTE,
+    sc.ERROR_TYPE,
+)
+"""What opentelemetry-instrumentation-asgi puts on its stable-semconv HTTP metrics, plus
+``http.route`` (semconv: required when available; that instrumentation never sets it)."""
+
+HTTP_SERVER_REQUEST_DURATION: Final = InstrumentSpec(
+    sc.HTTP_SERVER_REQUEST_DURATION,
+    "histogram",
+    "s",
+    "Duration of HTTP server requests.",
+    _HTTP,
+    DURATION_BUCKETS,
+)
+HTTP_SERVER_ACTIVE_REQUESTS: Final = InstrumentSpec(
+    sc.HTTP_SERVER_ACTIVE_REQUESTS,
+    "updowncounter",
+    "{request}",
+    "Number of active HTTP server requests.",
+    _HTTP_ACTIVE,
+)
+HTTP_SERVER_REQUEST_BODY_SIZE: Final = InstrumentSpec(
+    sc.HTTP_SERVER_REQUEST_BODY_SIZE,
+    "histogram",
+    "By",
+    "Size of HTTP server request bodies.",
+    _HTTP,
+    BODY_SIZE_BUCKETS,
+)
+HTTP_SERVER_RESPONSE_BODY_SIZE: Final = InstrumentSpec(
+    sc.HTTP_SERVER_RESPONSE_BODY_SIZE,
+    "histogram",
+    "By",
+    "Size of HTTP server response bodies.",
+    _HTTP,
+    BODY_SIZE_BUCKETS,
+)
+
 ALL: Final[tuple[InstrumentSpec, ...]] = (
     SERVER_REQUEST_DURATION,
     SERVER_TIME_TO_FIRST_TOKEN,
@@ -230,6 +281,10 @@ ALL: Final[tuple[InstrumentSpec, ...]] = (
     RATELIMIT_REMAINING_TOKENS,
     RATELIMIT_REJECTIONS,
     COOLDOWNS,
+    HTTP_SERVER_REQUEST_DURATION,
+    HTTP_SERVER_ACTIVE_REQUESTS,
+    HTTP_SERVER_REQUEST_BODY_SIZE,
+    HTTP_SERVER_RESPONSE_BODY_SIZE,
 )
 """Every instrument routemeter creates, in documentation order."""
 

@@ -7,6 +7,13 @@ A measurement is ``(cell, value)``. A ``Cell`` names one metric point: ``index``
 raw values that produce them, so a commit does no key building or lookups for the attribute
 sets it has seen before; a recorder may keep its per-point state on the cell. Both recorders
 consume the same measurements, so they cannot disagree on the schema.
+
+An attempt's upstream chunk gaps arrive either as one observation per gap (its chunk marks) or,
+when the recorder that began the request gave the request layer the histogram's bounds
+(``Sink.chunk_bounds``), already folded (``ChunkGaps``): one ``(cell, gaps)`` measurement
+whatever the stream's length, which ``folded_measurements()`` hands over as it is (the
+aggregate recorder adds it into the point in O(buckets)) and ``measurements()`` as stand-in
+observations (``gap_values``).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from routemeter.recording import _instruments as ins
 from routemeter.recording import _semconv as sc
 from routemeter.recording._bounds import Bounds
 from routemeter.recording._pricing import Prices
-from routemeter.request._record import Request, iter_marks
+from routemeter.request._record import ChunkGaps, Request, iter_marks
 from routemeter.request._usage import EMPTY
 
 
@@ -37,8 +44,14 @@ class Cell:
 
 
 Measurement = tuple[Cell, float]
+Folded = tuple[Cell, ChunkGaps, int]
+"""Many observations of one histogram point, already folded over that histogram's buckets, and
+where they stand among the request's observations (the index their first one would have had):
+a metric's first point ever fixes its place in the export order."""
 Measurements = tuple[list[Measurement], list[Measurement]]
 """Histogram observations and sum increments (counters, up-down counters)."""
+FoldedMeasurements = tuple[list[Measurement], list[Measurement], list[Folded] | None]
+"""``Measurements`` and the folded observations (``None``: none)."""
 
 _INDEX: Final = {spec.name: i for i, spec in enumerate(ins.ALL)}
 SERVER_DURATION: Final = _INDEX[sc.GEN_AI_SERVER_REQUEST_DURATION]
@@ -214,9 +227,20 @@ def _plain(raw: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def measurements(rec: Request, keys: Keys, active: bool = True) -> Measurements:
+    """``folded_measurements()`` for a recorder that needs every value: folded chunk gaps
+    become stand-in observations (``gap_values``) where their observations would have been."""
+    observed, counted, folded = folded_measurements(rec, keys, active)
+    if folded is not None:
+        for cell, gaps, where in reversed(folded):
+            observed[where:where] = [(cell, value) for value in gap_values(gaps)]
+    return observed, counted
+
+
+def folded_measurements(rec: Request, keys: Keys, active: bool = True) -> FoldedMeasurements:
     """Everything a finished request contributes, in one pass: histogram observations, then
     sum increments (``active=False`` leaves out the in-flight decrement, for a recorder that
-    counts requests in flight itself)."""
+    counts requests in flight itself), then folded observations (chunk gaps an attempt folded
+    as they arrived, because its recorder gave ``Sink.chunk_bounds``)."""
     b = keys.bounds
     end = rec.end if rec.end is not None else perf_counter()
     route = rec.route_key
@@ -227,6 +251,7 @@ def measurements(rec: Request, keys: Keys, active: bool = True) -> Measurements:
         requested = keys.requested_seen.get(raw_requested) or b.requested_models(raw_requested)
     observed: list[Measurement] = []
     counted: list[Measurement] = []
+    folded: list[Folded] | None = None
     observe = observed.append
     count = counted.append
     if active:
@@ -269,12 +294,20 @@ def measurements(rec: Request, keys: Keys, active: bool = True) -> Measurements:
         elapsed = (a.end if a.end is not None else end) - a.start
         observe((duration, elapsed if elapsed > 0.0 else 0.0))
 
-        marks = a.chunk_marks
-        if marks:
-            observe((k.ttfc, max(marks[0] - a.start, 0.0)))
-            tpoc = k.tpoc
-            for gap in iter_marks(marks):
-                observe((tpoc, gap))
+        gaps = a.chunk_gaps
+        if gaps is not None:
+            observe((k.ttfc, max(gaps.first - a.start, 0.0)))
+            if gaps.count:
+                if folded is None:
+                    folded = []
+                folded.append((k.tpoc, gaps, len(observed)))
+        else:
+            marks = a.chunk_marks
+            if marks:
+                observe((k.ttfc, max(marks[0] - a.start, 0.0)))
+                tpoc = k.tpoc
+                for gap in iter_marks(marks):
+                    observe((tpoc, gap))
 
         used = a.used
         if used is not EMPTY:
@@ -341,7 +374,23 @@ def measurements(rec: Request, keys: Keys, active: bool = True) -> Measurements:
             count((Cell(CACHE_LOOKUPS, (r, b.caches(name), _HIT if hit else _MISS)), 1))
     if rec.rejected:
         count((Cell(REJECTIONS, (*route, requested)), 1))
-    return observed, counted
+    return observed, counted, folded
+
+
+def gap_values(gaps: ChunkGaps) -> list[float]:
+    """Stand-ins for folded gaps, for a store that needs each value (a fold reaching a recorder
+    or reader that did not ask for folding: a request committed elsewhere than where it began,
+    a reader attached while it ran). Each bucket holds its count of its latest gap, then the
+    smallest and largest are the true min and max: counts, min and max exact, the sum not."""
+    state = gaps.state
+    values: list[float] = []
+    for count, last in zip(state[3:], gaps.last_gaps, strict=True):
+        if count and last is not None:
+            values.extend([last] * count)
+    if values:
+        values[0] = state[1]
+        values[-1] = state[2]
+    return values
 
 
 def cooldown(b: Bounds, provider: str, model: str, error_type: str | None) -> Measurement:

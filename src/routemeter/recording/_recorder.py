@@ -17,6 +17,7 @@ from routemeter._report import report
 from routemeter.recording import _instruments as ins
 from routemeter.recording import _measurements
 from routemeter.recording._bounds import Bounds
+from routemeter.recording._http import ActiveCell, HttpKeys, Raw
 from routemeter.recording._pricing import Prices
 from routemeter.request._record import Request
 
@@ -24,10 +25,14 @@ from routemeter.request._record import Request
 class Recorder:
     """Turns records and router events into measurements; subclasses apply them."""
 
+    chunk_bounds: tuple[float, ...] | None = None
+    """``Sink.chunk_bounds``: by default every chunk gap is kept (one observation per gap)."""
+
     def __init__(self, bounds: Bounds, prices: Prices) -> None:
         self.bounds = bounds
         self.prices = prices
         self.keys = _measurements.Keys(bounds, prices)
+        self.http = HttpKeys(bounds)
 
     def apply(self, measurements: _measurements.Measurements) -> None:
         raise NotImplementedError
@@ -44,6 +49,39 @@ class Recorder:
             self.apply(_measurements.measurements(rec, self.keys))
         except Exception as e:
             report("commit", e)
+
+    def http_begin(self, method: str | None, scheme: str | None, token: object) -> Any:
+        """An HTTP request began: ``http.server.active_requests`` +1. Returns what ``http_end``
+        takes back (``token`` is the request's own hashable object). Never raises."""
+        try:
+            cell = self.http.begun(method, scheme)
+            self.event((cell, 1))
+            return cell
+        except Exception as e:
+            report("http metrics", e)
+            return None
+
+    def http_end(
+        self,
+        began: Any,
+        token: object,
+        raw: Raw,
+        duration: float,
+        request_size: int | None,
+        response_size: int | None,
+    ) -> None:
+        """An HTTP request finished: its duration and body sizes (``None``: not known) under
+        ``raw``'s attributes, and active -1 for what ``http_begin`` returned. Never raises."""
+        try:
+            cells = self.http.cells.get(raw) or self.http.finished(raw)
+            observed: list[_measurements.Measurement] = [(cells.duration, duration)]
+            if request_size is not None:
+                observed.append((cells.request_size, request_size))
+            if response_size is not None:
+                observed.append((cells.response_size, response_size))
+            self.apply((observed, [(began, -1)] if isinstance(began, ActiveCell) else []))
+        except Exception as e:
+            report("http metrics", e)
 
     def cooldown(self, provider: str, model: str, error_type: str | None) -> None:
         self.event(_measurements.cooldown(self.bounds, provider, model, error_type))

@@ -24,8 +24,21 @@ from opentelemetry.semconv._incubating.metrics.gen_ai_metrics import (
     GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN,
     GEN_AI_SERVER_TIME_TO_FIRST_TOKEN,
 )
+from opentelemetry.semconv._incubating.metrics.http_metrics import (
+    HTTP_SERVER_ACTIVE_REQUESTS,
+    HTTP_SERVER_REQUEST_BODY_SIZE,
+    HTTP_SERVER_RESPONSE_BODY_SIZE,
+)
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.http_attributes import (
+    HTTP_REQUEST_METHOD,
+    HTTP_RESPONSE_STATUS_CODE,
+    HTTP_ROUTE,
+)
+from opentelemetry.semconv.attributes.network_attributes import NETWORK_PROTOCOL_VERSION
 from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS, SERVER_PORT
+from opentelemetry.semconv.attributes.url_attributes import URL_SCHEME
+from opentelemetry.semconv.metrics.http_metrics import HTTP_SERVER_REQUEST_DURATION
 
 __all__ = [
     "ERROR_TYPE",
@@ -41,8 +54,17 @@ __all__ = [
     "GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN",
     "GEN_AI_SERVER_TIME_TO_FIRST_TOKEN",
     "GEN_AI_TOKEN_TYPE",
+    "HTTP_REQUEST_METHOD",
+    "HTTP_RESPONSE_STATUS_CODE",
+    "HTTP_ROUTE",
+    "HTTP_SERVER_ACTIVE_REQUESTS",
+    "HTTP_SERVER_REQUEST_BODY_SIZE",
+    "HTTP_SERVER_REQUEST_DURATION",
+    "HTTP_SERVER_RESPONSE_BODY_SIZE",
+    "NETWORK_PROTOCOL_VERSION",
     "SERVER_ADDRESS",
     "SERVER_PORT",
+    "URL_SCHEME",
 ]
 
 OTHER: Final = "_OTHER"

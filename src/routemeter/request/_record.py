@@ -7,8 +7,10 @@ raise.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import AsyncIterator, Iterator
 from contextvars import ContextVar
+from math import inf
 from time import perf_counter
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
@@ -21,6 +23,9 @@ if TYPE_CHECKING:
     from routemeter.request._sink import Sink
 
 MAX_CHUNK_MARKS: Final = 100_000
+"""Chunk marks kept per attempt when its recorder needs every gap (``Sink.chunk_bounds`` is
+``None``); folded gaps (``ChunkGaps``) have no such cap."""
+_NONE_GIVEN: Final = (None, None, None, None, None)
 _new_usage = tuple.__new__  # builds a Usage without the namedtuple's Python-level __new__
 
 
@@ -47,10 +52,38 @@ def _error_value(error_type: object) -> str | None:
     return None
 
 
+class ChunkGaps:
+    """An attempt's upstream chunk gaps, folded as they arrive: constant memory, exact counts.
+
+    ``state`` is a histogram over ``bounds`` in the recorders' layout ``[sum, min, max,
+    *bucket_counts]``; a gap goes to bucket ``bisect_left(bounds, gap)``, the explicit-bucket
+    histogram's rule. ``last_gaps`` holds each bucket's latest gap (``None`` while empty): what
+    an explicit-bucket exemplar reservoir keeps. ``first`` is the first chunk's mark (time to
+    first chunk), ``mark`` the latest one. ``Attempt.chunk()`` folds each chunk in: the gap
+    since ``mark``, never negative, as ``iter_marks`` computes it from marks.
+    """
+
+    __slots__ = ("bounds", "first", "last_gaps", "mark", "state")
+
+    def __init__(self, bounds: tuple[float, ...], first: float) -> None:
+        self.bounds = bounds
+        self.first = first
+        self.mark = first
+        self.state: list[Any] = [0.0, inf, -inf, *[0] * (len(bounds) + 1)]
+        self.last_gaps: list[float | None] = [None] * (len(bounds) + 1)
+
+    @property
+    def count(self) -> int:
+        """Gaps folded: one per chunk after the first."""
+        return sum(self.state[3:])
+
+
 class Attempt:
     """One upstream call. Use as a context manager: an exception inside marks it failed."""
 
     __slots__ = (
+        "chunk_bounds",
+        "chunk_gaps",
         "chunk_marks",
         "end",
         "error_type",
@@ -69,6 +102,7 @@ class Attempt:
         model: str,
         server_address: str | None = None,
         server_port: int | None = None,
+        chunk_bounds: tuple[float, ...] | None = None,
     ) -> None:
         self.provider = provider
         self.model = model
@@ -80,6 +114,10 @@ class Attempt:
         self.response_model: str | None = None
         self.used: Usage = EMPTY
         self.chunk_marks: list[float] | None = None
+        """Every chunk's mark (up to ``MAX_CHUNK_MARKS``), when ``chunk_bounds`` is ``None``."""
+        self.chunk_bounds = chunk_bounds
+        """The recorder's ``Sink.chunk_bounds``: with bounds, chunks fold into ``chunk_gaps``."""
+        self.chunk_gaps: ChunkGaps | None = None
 
     def __enter__(self) -> Attempt:
         return self
@@ -139,6 +177,11 @@ class Attempt:
 
     def _merge_usage(self, response: Any, given: tuple[int | None, ...]) -> None:
         """The general path of ``usage()``: a response's usage, then explicit counts over it."""
+        if response is not None and self.used is EMPTY and given == _NONE_GIVEN:
+            self.used = _usage.extract(response)  # a first report of a response alone
+            if self.response_model is None:
+                self.response_model = _usage.response_model(response)
+            return
         if response is not None:
             self.used = _usage.merge(self.used, _usage.extract(response))
             if self.response_model is None:
@@ -154,11 +197,31 @@ class Attempt:
 
     def chunk(self, chunk: Any = None) -> None:
         """Mark a streaming chunk received from upstream; a chunk carrying usage is read too."""
-        marks = self.chunk_marks
-        if marks is None:
-            self.chunk_marks = marks = []
-        if len(marks) < MAX_CHUNK_MARKS:
-            marks.append(perf_counter())
+        now = perf_counter()
+        gaps = self.chunk_gaps
+        if gaps is not None:  # ChunkGaps' fold, inlined: this runs for every chunk
+            gap = now - gaps.mark
+            if gap < 0.0:
+                gap = 0.0
+            gaps.mark = now
+            state = gaps.state
+            state[0] += gap
+            if gap < state[1]:
+                state[1] = gap
+            if gap > state[2]:
+                state[2] = gap
+            i = bisect_left(gaps.bounds, gap)
+            state[3 + i] += 1
+            gaps.last_gaps[i] = gap
+        else:
+            marks = self.chunk_marks
+            if marks is not None:
+                if len(marks) < MAX_CHUNK_MARKS:
+                    marks.append(now)
+            elif self.chunk_bounds is not None:
+                self.chunk_gaps = ChunkGaps(self.chunk_bounds, now)
+            else:
+                self.chunk_marks = [now]
         if chunk is not None:
             self.usage(chunk)
 
@@ -268,7 +331,14 @@ class Request:
         A failed attempt followed by another is a fallback. ``model`` is what was sent upstream
         (``gen_ai.request.model`` on the client-side metrics); ``server_address``/``server_port``
         name the upstream endpoint, never the client."""
-        a = Attempt(provider, model, server_address, server_port)
+        sink = self.sink
+        a = Attempt(
+            provider,
+            model,
+            server_address,
+            server_port,
+            None if sink is None else sink.chunk_bounds,
+        )
         self.attempts.append(a)
         return a
 

@@ -15,6 +15,12 @@ if TYPE_CHECKING:
 class Sink(Protocol):
     """What the request API calls: a request's begin and commit, and router events."""
 
+    chunk_bounds: tuple[float, ...] | None
+    """How the request layer keeps an attempt's upstream chunk gaps for this recorder: the
+    explicit bucket bounds of ``gen_ai.client.operation.time_per_output_chunk`` when it takes
+    them folded as they arrive (``request._record.ChunkGaps``: constant memory, exact counts),
+    or ``None`` when it needs every gap (the chunk marks, as a list)."""
+
     def begin(self, rec: Request) -> None: ...
 
     def commit(self, rec: Request) -> None: ...

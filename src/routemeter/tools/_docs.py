@@ -56,7 +56,10 @@ def metrics_md() -> str:
         " cache name and `error.type` values pass an allow-list: declared values"
         " (`ROUTEMETER_MODELS`, `ROUTEMETER_PROVIDERS`), exact genai-prices model ids, then"
         " the first N others seen; everything else, and anything shaped like a secret (API"
-        " keys, emails, IP addresses, hashes, UUIDs), becomes `_OTHER`.",
+        " keys, emails, IP addresses, hashes, UUIDs), becomes `_OTHER`. `http.route` is the"
+        " template the app's router matched (the first 200 distinct ones, no segment shaped"
+        " like a secret); `http.request.method` is one of the known methods or `_OTHER`, as"
+        " in opentelemetry-instrumentation-asgi.",
         "",
     ]
     return "\n".join(lines)

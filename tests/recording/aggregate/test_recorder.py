@@ -9,12 +9,14 @@ timestamps aside, for cumulative and delta readers and past the cardinality limi
 
 from __future__ import annotations
 
+import copy
 import difflib
 import math
 import threading
 from dataclasses import dataclass, replace
 from importlib.metadata import version
 from typing import Any
+from unittest import mock
 
 import pytest
 from google.protobuf.json_format import MessageToDict
@@ -40,6 +42,7 @@ from routemeter.export._setup import _bounds
 from routemeter.recording._pricing import Prices
 from routemeter.recording._recorder import Recorder, SdkRecorder
 from routemeter.recording.aggregate._recorder import AggregateRecorder
+from routemeter.request import _record
 from routemeter.request._record import Attempt, Decision, Request
 
 RESOURCE = Resource.create({"service.name": "equivalence"})
@@ -58,7 +61,8 @@ token_counts = st.one_of(st.none(), st.integers(0, 300_000))
 
 
 @st.composite
-def attempts(draw: st.DrawFn) -> Attempt:
+def attempts(draw: st.DrawFn) -> tuple[Attempt, tuple[float, ...]]:
+    """An attempt's facts, and the times of the chunks it receives (marked per recorder)."""
     a = Attempt(
         draw(providers),
         draw(names),
@@ -76,14 +80,42 @@ def attempts(draw: st.DrawFn) -> Attempt:
         cache_creation_tokens=draw(st.one_of(st.none(), st.integers(0, 1000))),
         reasoning_tokens=draw(st.one_of(st.none(), st.integers(0, 1000))),
     )
-    chunks = draw(st.lists(durations, max_size=4))
-    if chunks:
-        a.chunk_marks = sorted(chunks)
-    return a
+    return a, tuple(sorted(draw(st.lists(durations, max_size=4))))
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """A request as drawn, built once per recorder: its attempts open through that recorder
+    (``Request.attempt``) and mark their chunks through ``Attempt.chunk()``, so each recorder
+    gets chunk gaps the way it asked for them (``chunk_bounds``): folded or one per gap."""
+
+    template: Request
+    attempts: tuple[tuple[Attempt, tuple[float, ...]], ...]
+
+    def build(self, recorder: Recorder) -> Request:
+        rec = copy.copy(self.template)
+        rec.sink = recorder
+        rec.attempts = []
+        for template, chunks in self.attempts:
+            a = rec.attempt(
+                template.provider,
+                template.model,
+                server_address=template.server_address,
+                server_port=template.server_port,
+            )
+            a.start, a.end, a.error_type = template.start, template.end, template.error_type
+            a.response_model, a.used = template.response_model, template.used
+            with mock.patch.object(_record, "perf_counter", iter(chunks).__next__):
+                for _ in chunks:
+                    a.chunk()
+            folded = bool(chunks) and recorder.chunk_bounds is not None
+            assert (a.chunk_gaps is not None) is folded
+            assert (a.chunk_marks is not None) is (bool(chunks) and not folded)
+        return rec
 
 
 @st.composite
-def requests(draw: st.DrawFn) -> Request:
+def requests(draw: st.DrawFn) -> Drawn:
     rec = Request((draw(st.sampled_from(["default", "background", "think"])), "chat"))
     rec.start = 0.0
     rec.end = draw(durations)
@@ -93,7 +125,7 @@ def requests(draw: st.DrawFn) -> Request:
         d.start, d.end = 0.0, draw(st.sampled_from([0.0, 0.00002, 0.003]))
         d.choose(draw(providers), draw(names), draw(st.one_of(st.none(), st.just("cheap"))))
         rec.decision = d
-    rec.attempts = draw(st.lists(attempts(), max_size=3))
+    drawn = tuple(draw(st.lists(attempts(), max_size=3)))
     rec.caches = draw(
         st.one_of(st.none(), st.lists(st.tuples(st.just("responses"), st.booleans())))
     )
@@ -102,7 +134,7 @@ def requests(draw: st.DrawFn) -> Request:
     if draw(st.booleans()):
         rec.first_token = draw(durations)
         rec.yielded = draw(st.integers(0, 5))
-    return rec
+    return Drawn(rec, drawn)
 
 
 @dataclass(frozen=True)
@@ -134,11 +166,12 @@ class Pair:
     agg_reader: MetricReader
     providers: tuple[MeterProvider, MeterProvider]
 
-    def record(self, rec: Request | Headroom) -> None:
+    def record(self, work: Drawn | Headroom) -> None:
         for recorder in (self.sdk, self.agg):
-            if isinstance(rec, Headroom):
-                recorder.ratelimit_remaining(rec.provider, rec.model, rec.kind, rec.value)
+            if isinstance(work, Headroom):
+                recorder.ratelimit_remaining(work.provider, work.model, work.kind, work.value)
             else:
+                rec = work.build(recorder)
                 recorder.begin(rec)
                 recorder.commit(rec)
 
@@ -333,7 +366,7 @@ def test_overflow_keeps_totals_exact():
             rec = Request(("default", "chat"))
             rec.requested_model = f"model-{i}"
             rec.start, rec.end = 0.0, 0.5
-            pair.record(rec)
+            pair.record(Drawn(rec, ()))
         data = pair.agg_reader.get_metrics_data()
         [metric] = [
             m

@@ -17,7 +17,7 @@ import os
 import threading
 import weakref
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from math import inf
 from random import randrange
@@ -45,13 +45,13 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from routemeter._report import report
+from routemeter.recording import _http, _measurements, _otel_private
 from routemeter.recording import _instruments as ins
-from routemeter.recording import _measurements, _otel_private
 from routemeter.recording._bounds import Bounds
 from routemeter.recording._pricing import Prices
 from routemeter.recording._recorder import Recorder, attributes
 from routemeter.recording.aggregate._exponential import ExponentialHistogram
-from routemeter.request._record import Request
+from routemeter.request._record import ChunkGaps, Request
 
 _SDK_CLASS_NAME: Final = {
     "histogram": "Histogram",
@@ -91,16 +91,26 @@ class Store:
         state = self.points[index].get(key)
         return self._new(index, key) if state is None else state
 
-    def apply(self, measurements: _measurements.Measurements) -> None:
+    def apply(
+        self,
+        measurements: _measurements.Measurements,
+        folded: Sequence[_measurements.Folded] = (),
+    ) -> None:
         """Must be called with the recorder's lock held: states found by key (the cumulative
         store's are cached on the cells instead: ``AggregateRecorder.commit``)."""
         observed, counted = measurements
         if self.exponential is not None:
             for cell, value in observed:
                 self.state(cell.index, cell.key).record(value)
+            for cell, gaps, _ in folded:  # only a reader attached while the request ran
+                state = self.state(cell.index, cell.key)
+                for value in _measurements.gap_values(gaps):
+                    state.record(value)
         else:
             for cell, value in observed:
                 _observe(self.state(cell.index, cell.key), cell.index, value)
+            for cell, gaps, _ in folded:
+                _add_folded(self.state(cell.index, cell.key), cell.index, gaps)
         for cell, value in counted:
             self.state(cell.index, cell.key)[0] += value
 
@@ -141,12 +151,50 @@ def _observe(state: list[Any], index: int, value: float) -> None:
     state[3 + bisect_left(_BOUNDS[index], value)] += 1
 
 
+def _add_folded(state: list[Any], index: int, gaps: ChunkGaps) -> None:
+    """Folded observations into a histogram state, in O(buckets): both are ``[sum, min, max,
+    *bucket_counts]`` over the same bounds (else, defensively, one observation per stand-in)."""
+    folded = gaps.state
+    if gaps.bounds is not _BOUNDS[index] and gaps.bounds != _BOUNDS[index]:
+        for value in _measurements.gap_values(gaps):
+            _observe(state, index, value)
+        return
+    state[0] += folded[0]
+    if folded[1] < state[1]:
+        state[1] = folded[1]
+    if folded[2] > state[2]:
+        state[2] = folded[2]
+    for i in range(3, len(state)):
+        state[i] += folded[i]
+
+
+def _apply_in_order(
+    store: Store, observed: list[_measurements.Measurement], folded: list[_measurements.Folded]
+) -> None:
+    """Must be called with the lock held: observations and folds in the order the request made
+    them, for a fold whose metric has no point yet: its first point takes the place in the
+    export order (``Store.order``) that its first observation would have."""
+    done = 0
+    for cell, gaps, where in folded:
+        for c, value in observed[done:where]:
+            _observe(store.state(c.index, c.key), c.index, value)
+        _add_folded(store.state(cell.index, cell.key), cell.index, gaps)
+        done = where
+    for c, value in observed[done:]:
+        _observe(store.state(c.index, c.key), c.index, value)
+
+
 _IS_HISTOGRAM: Final = tuple(spec.kind == "histogram" for spec in ins.ALL)
 _GAUGES: Final = frozenset((_measurements.REMAINING_REQUESTS, _measurements.REMAINING_TOKENS))
 """Gauges keep the last value set (``event``); no commit measures one."""
 _ACTIVE_INDEX: Final = _measurements.ACTIVE
+_HTTP_ACTIVE_INDEX: Final = _http.ACTIVE
+"""Both in-flight counts are kept as sets of what is in flight, read at collection."""
 assert {i for i, s in enumerate(ins.ALL) if s.kind == "gauge"} == _GAUGES
 _BOUNDS: Final = tuple(spec.buckets or () for spec in ins.ALL)
+_CHUNK_BOUNDS: Final = _BOUNDS[_measurements.TPOC]
+"""``Sink.chunk_bounds`` while no reader needs each chunk gap: this very tuple, so a fold's
+bounds are checked by identity."""
 
 
 class View:
@@ -189,11 +237,17 @@ class View:
             return self.histograms
         return self.recorder.cumulative
 
-    def offer(self, measurements: _measurements.Measurements, sample: _Sample) -> None:
+    def offer(
+        self,
+        measurements: _measurements.Measurements,
+        sample: _Sample,
+        folded: Sequence[_measurements.Folded] = (),
+    ) -> None:
         """Must be called with the lock held, after the commit: the request's measurements as
         exemplar candidates, kept the way the SDK's default reservoirs keep them (the last
         per bucket for explicit histograms; uniform sampling, 1 per point for sums and
-        min(20, max_size) for exponential histograms)."""
+        min(20, max_size) for exponential histograms). A fold offers each bucket's last gap,
+        what the explicit-bucket reservoir keeps of its gaps offered one by one."""
         now, span_id, trace_id = sample
         exemplars = self.exemplars
         for part in measurements:
@@ -223,6 +277,23 @@ class View:
                 slot = seen - 1 if seen <= size else randrange(0, seen)
                 if slot < size:
                     reservoir[1][slot] = exemplar
+        for cell, gaps, _ in folded:
+            index = cell.index
+            if self.exponential is not None or (
+                gaps.bounds is not _BOUNDS[index] and gaps.bounds != _BOUNDS[index]
+            ):  # only a reader attached while the request ran: each stand-in, as observed
+                values = _measurements.gap_values(gaps)
+                self.offer(([(cell, value) for value in values], []), sample)
+                continue
+            key = self.store_for(index).key(index, cell.key)
+            point = (index, key)
+            filtered = attributes(ins.ALL[index], cell.key) if key is OVERFLOW else {}
+            buckets = exemplars.get(point)
+            if buckets is None:
+                buckets = exemplars[point] = {}
+            for i, last in enumerate(gaps.last_gaps):
+                if last is not None:
+                    buckets[i] = Exemplar(filtered, last, now, span_id, trace_id)
 
     def collect(self) -> list[Metric]:
         now = time_ns()
@@ -231,6 +302,7 @@ class View:
             order = list(rec.cumulative.order)
             cumulative = _snapshot(rec.cumulative)
             cumulative[_ACTIVE_INDEX] = rec.active()
+            cumulative[_HTTP_ACTIVE_INDEX] = rec.http_active()
             interval: Store | None = None
             if self.interval is not None:
                 interval = self.interval
@@ -434,12 +506,16 @@ class AggregateRecorder(Recorder):
         self.routes: dict[tuple[str, str], int] = {}
         self.views: list[View] = []
         self._others: tuple[tuple[Store, bool], ...] = ()
+        self.chunk_bounds = _CHUNK_BOUNDS
         _forked.add(self)
 
     def rebuild_targets(self) -> None:
         """Must be called with the lock held: the views' own stores each commit also updates,
-        with whether they take histograms only."""
+        with whether they take histograms only; and whether chunk gaps may arrive folded (not
+        when a reader keeps base2 exponential histograms: they need every value)."""
         self._others = tuple(target for view in self.views for target in view.targets())
+        exponential = any(view.exponential is not None for view in self.views)
+        self.chunk_bounds = None if exponential else _CHUNK_BOUNDS
 
     def sample(self) -> _Sample | None:
         """The exemplar this moment yields under the filter, or None (one check per commit:
@@ -468,20 +544,25 @@ class AggregateRecorder(Recorder):
         self._apply_views(measurements, sample)
 
     def _apply_views(
-        self, measurements: _measurements.Measurements, sample: _Sample | None
+        self,
+        measurements: _measurements.Measurements,
+        sample: _Sample | None,
+        folded: Sequence[_measurements.Folded] = (),
     ) -> None:
         """Must be called with the lock held: what only some readers keep."""
         for store, histograms_only in self._others:
-            store.apply((measurements[0], []) if histograms_only else measurements)
+            store.apply((measurements[0], []) if histograms_only else measurements, folded)
         if sample is not None:
             for view in self.views:
-                view.offer(measurements, sample)
+                view.offer(measurements, sample, folded)
 
     def event(self, measurement: _measurements.Measurement) -> None:
         cell, value = measurement
         index = cell.index
         if index == _ACTIVE_INDEX:
             raise ValueError("requests in flight are counted by begin() and commit()")
+        if index == _HTTP_ACTIVE_INDEX:
+            raise ValueError("HTTP requests in flight are counted by http_begin() and http_end()")
         if index not in _GAUGES:
             self.apply(([], [measurement]))
             return
@@ -507,41 +588,119 @@ class AggregateRecorder(Recorder):
 
     def commit(self, rec: Request) -> None:
         try:
-            ms = _measurements.measurements(rec, self.keys, False)
+            ms = _measurements.folded_measurements(rec, self.keys, False)
             # no span can be current in an empty context: the common case without tracing
             sample = self.sample() if self._always_on or _current_context() else None
         except Exception as e:
             self.inflight.discard(rec)
             report("commit", e)
             return
-        observed, counted = ms
+        observed, counted, folded = ms
         cumulative = self.cumulative
         bounds = _BOUNDS
         lock = self.lock
         lock.acquire()
         try:
             self.inflight.discard(rec)
-            for cell, value in observed:  # _observe, inlined; the state cached on the cell
-                state = cell.state
-                if state is None:
-                    state = cell.state = cumulative.state(cell.index, cell.key)
-                state[0] += value
-                if value < state[1]:
-                    state[1] = value
-                if value > state[2]:
-                    state[2] = value
-                state[3 + bisect_left(bounds[cell.index], value)] += 1
+            if folded is not None and not all(c.index in cumulative.order for c, _, _ in folded):
+                _apply_in_order(cumulative, observed, folded)  # once: a fold's first point
+            else:
+                for cell, value in observed:  # _observe, inlined; the state cached on the cell
+                    state = cell.state
+                    if state is None:
+                        state = cell.state = cumulative.state(cell.index, cell.key)
+                    state[0] += value
+                    if value < state[1]:
+                        state[1] = value
+                    if value > state[2]:
+                        state[2] = value
+                    state[3 + bisect_left(bounds[cell.index], value)] += 1
+                if folded is not None:  # a long stream's gaps: O(buckets), not O(chunks)
+                    for cell, gaps, _ in folded:
+                        state = cell.state
+                        if state is None:
+                            state = cell.state = cumulative.state(cell.index, cell.key)
+                        _add_folded(state, cell.index, gaps)
             for cell, value in counted:
                 state = cell.state
                 if state is None:
                     state = cell.state = cumulative.state(cell.index, cell.key)
                 state[0] += value
             if self._others or sample is not None:
-                self._apply_views(ms, sample)
+                self._apply_views((observed, counted), sample, folded or ())
         except Exception as e:
             report("commit", e)
         finally:
             lock.release()
+
+    def http_begin(self, method: str | None, scheme: str | None, token: object) -> Any:
+        # in flight = the members of the point's set: set.add is atomic, so no lock here
+        try:
+            cell = self.http.active.get((method, scheme))
+            if cell is None:
+                cell = self.http.begun(method, scheme)
+                if _HTTP_ACTIVE_INDEX not in self.cumulative.order:
+                    with self.lock:
+                        if _HTTP_ACTIVE_INDEX not in self.cumulative.order:
+                            self.cumulative.order.append(_HTTP_ACTIVE_INDEX)
+            cell.inflight.add(token)
+            return cell
+        except Exception as e:
+            report("http metrics", e)
+            return None
+
+    def http_end(
+        self,
+        began: Any,
+        token: object,
+        raw: _http.Raw,
+        duration: float,
+        request_size: int | None,
+        response_size: int | None,
+    ) -> None:
+        # one lock per request: out of the in-flight set, and the histograms (_observe)
+        try:
+            cells = self.http.cells.get(raw) or self.http.finished(raw)
+            sample = self.sample() if self._always_on or _current_context() else None
+        except Exception as e:
+            if isinstance(began, _http.ActiveCell):
+                began.inflight.discard(token)
+            report("http metrics", e)
+            return
+        cumulative = self.cumulative
+        lock = self.lock
+        lock.acquire()
+        try:
+            if isinstance(began, _http.ActiveCell):
+                began.inflight.discard(token)
+            for cell, value in (
+                (cells.duration, duration),
+                (cells.request_size, request_size),
+                (cells.response_size, response_size),
+            ):
+                if value is not None:
+                    state = cell.state
+                    if state is None:
+                        state = cell.state = cumulative.state(cell.index, cell.key)
+                    _observe(state, cell.index, value)
+            if self._others or sample is not None:
+                observed: list[_measurements.Measurement] = [(cells.duration, duration)]
+                if request_size is not None:
+                    observed.append((cells.request_size, request_size))
+                if response_size is not None:
+                    observed.append((cells.response_size, response_size))
+                self._apply_views((observed, []), sample)
+        except Exception as e:
+            report("http metrics", e)
+        finally:
+            lock.release()
+
+    def http_active(self) -> Snapshot:
+        """Must be called with the lock held: HTTP requests in flight per point."""
+        return [
+            (key, [len(cell.inflight)], cell.start_ns)
+            for key, cell in list(self.http.points.items())
+        ]
 
     def active(self) -> Snapshot:
         """Must be called with the lock held: in-flight requests per route, as points."""
@@ -561,6 +720,8 @@ class AggregateRecorder(Recorder):
             with self.lock:
                 if index == _ACTIVE_INDEX:
                     copy = [(key, state) for key, state, _ in self.active()]
+                elif index == _HTTP_ACTIVE_INDEX:
+                    copy = [(key, state) for key, state, _ in self.http_active()]
                 else:
                     copy = [(key, list(state)) for key, state in points[index].items()]
             yield index, copy
@@ -642,6 +803,7 @@ class AggregateRecorder(Recorder):
         self.lock = threading.Lock()
         self.cumulative = Store(self.limit)
         self.keys = _measurements.Keys(self.bounds, self.prices)  # its cells hold the old states
+        self.http = _http.HttpKeys(self.bounds)
         self.inflight = set()
         self.routes = {}
         for view in self.views:

@@ -1,0 +1,202 @@
+"""HTTP server metrics at routemeter's cost: the ``http.server.*`` metrics
+opentelemetry-instrumentation-asgi records in the stable HTTP semconv mode, recorded through
+routemeter's recorder, with no spans.
+
+The attributes, values and rules are the instrumentation's (0.66b2): the method upper-cased and
+anything outside the known methods ``_OTHER`` (unless
+``OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS`` is set), ``url.scheme`` and
+``network.protocol.version`` from the scope, ``http.response.status_code`` from the response
+start, ``error.type`` for a status of 500 and above (or below 100), body sizes from the request's
+and the response's ``content-length`` headers, active requests by method and scheme, nothing
+for websockets or lifespan. ``tests/integrations/test_http.py`` runs the same requests through
+both and compares the exported data.
+
+Three differences, each where the instrumentation departs from semconv:
+
+- ``http.route``: the template the router matched (``scope["route"].path_format`` under
+  ``root_path``, which Starlette and FastAPI set). The instrumentation reads the same template
+  but only as the span's ``url.path``, so its metrics never carry a route.
+- ``error.type`` is the exception's class name when the app raises, unless a 5xx status already
+  set it; the instrumentation records such a request without ``error.type``.
+- The response body size is this response's own ``content-length``, 0 included. The
+  instrumentation keeps the last value it saw on the middleware: a response without the header
+  records the previous response's size (another request's, under concurrency), and 0 is never
+  recorded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from time import perf_counter
+from typing import Any, Final
+
+from routemeter._report import report
+from routemeter.export import _setup
+from routemeter.recording._http import KNOWN_METHODS, Raw
+from routemeter.recording._recorder import Recorder
+from routemeter.recording._semconv import OTHER
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_clock: Callable[[], float] = perf_counter
+"""What durations are measured with (the instrumentation's ``timeit.default_timer`` is
+``perf_counter``); the equivalence test gives both the same deterministic clock."""
+
+CAPTURE_ALL_METHODS: Final = "OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS"
+_METHODS: Final = {m: m for m in KNOWN_METHODS}
+"""The fast path: a method already in its normal form."""
+_CONTENT_LENGTH: Final = b"content-length"
+
+
+class HttpMetrics:
+    """ASGI middleware: ``http.server.request.duration``, ``http.server.active_requests``,
+    ``http.server.request.body.size`` and ``http.server.response.body.size`` for every HTTP
+    request but those to ``excluded_path``, into the active recorder (``setup()``'s). Recording
+    never raises into the app; the app's own exceptions pass through unchanged."""
+
+    __slots__ = ("all_methods", "app", "excluded_path")
+
+    def __init__(self, app: ASGIApp, *, excluded_path: str | None = None) -> None:
+        self.app = app
+        self.excluded_path = excluded_path
+        self.all_methods = bool(os.environ.get(CAPTURE_ALL_METHODS))
+        """Read once, as the instrumentation reads it when it is built."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (
+            self.excluded_path is not None and scope.get("path") == self.excluded_path
+        ):
+            await self.app(scope, receive, send)
+            return
+        handle = _setup.current_handle()
+        recorder = None if handle is None else handle.recorder
+        if recorder is None:  # routemeter is shut down or disabled
+            await self.app(scope, receive, send)
+            return
+        start = _clock()
+        status: Any = None
+        response_size: int | None = None
+
+        async def measured_send(message: Message) -> None:
+            nonlocal status, response_size
+            if message.get("type") == "http.response.start":
+                try:
+                    status = message.get("status")
+                    response_size = content_length(message.get("headers"))
+                except Exception as e:
+                    report("http metrics", e)
+            await send(message)
+
+        try:
+            method = normal_method(scope.get("method"), self.all_methods)
+            scheme = scope.get("scheme") or None
+        except Exception as e:
+            report("http metrics", e)
+            await self.app(scope, receive, send)
+            return
+        began = recorder.http_begin(method, scheme, measured_send)  # the closure: a token
+        error: str | None = None
+        try:
+            await self.app(scope, receive, measured_send)
+        except BaseException as e:
+            error = type(e).__name__  # the class name only: no traceback kept alive
+            raise
+        finally:
+            _finish(
+                recorder, began, measured_send, scope, method, scheme, start, status,
+                response_size, error,
+            )  # fmt: skip
+
+
+def _finish(
+    recorder: Recorder,
+    began: Any,
+    token: object,
+    scope: Scope,
+    method: str | None,
+    scheme: str | None,
+    start: float,
+    status: Any,
+    response_size: int | None,
+    error: str | None,
+) -> None:
+    """The request's end (the response's status and size, the class of the app's exception),
+    recorded; never raises (a failure here still ends the request in flight)."""
+    duration = 0.0
+    request_size = None
+    raw: Raw = (method, scheme, None, None, None, None)
+    try:
+        duration = _clock() - start
+        code, error_type = status_attributes(status)
+        if error is not None and error_type is None:
+            error_type = error
+        version = scope.get("http_version") or None
+        raw = (method, scheme, version, code, route(scope), error_type)
+        request_size = content_length(scope.get("headers"))
+    except Exception as e:
+        report("http metrics", e)
+    recorder.http_end(began, token, raw, max(duration, 0.0), request_size, response_size)
+
+
+def normal_method(method: Any, all_methods: bool = False) -> str | None:
+    """``http.request.method`` as the instrumentation sets it: upper-cased, ``_OTHER`` unless
+    known (or all methods are captured), absent when the scope has none."""
+    found = _METHODS.get(method)
+    if found is not None:
+        return found
+    if not method:
+        return None
+    upper = str(method).upper()
+    if upper in KNOWN_METHODS or all_methods:
+        return upper.strip() or None
+    return OTHER
+
+
+def status_attributes(status: Any) -> tuple[int | None, str | None]:
+    """``(http.response.status_code, error.type)`` of a response start's status, by the
+    instrumentation's rules: nothing for a missing or zero status; a status that is not an
+    integer is only an ``error.type``; 500 and above, and below 100, are errors."""
+    if not status:
+        return None, None
+    text = str(status)
+    try:
+        code = int(status)
+    except (TypeError, ValueError):
+        code = -1
+    if code < 0:
+        return None, text
+    if code < 100 or code > 499:
+        return code, text
+    return code, None
+
+
+def route(scope: Scope) -> str | None:
+    """``http.route``: the template the app's router matched (Starlette and FastAPI leave the
+    route in the scope), under the ``root_path`` it was mounted at."""
+    try:
+        path_format = getattr(scope.get("route"), "path_format", None)
+    except Exception:  # a route object whose attribute lookup fails: no route
+        return None
+    if path_format and type(path_format) is str:
+        return f"{scope.get('root_path', '')}{path_format}"
+    return None
+
+
+def content_length(headers: Iterable[Any] | None) -> int | None:
+    """The first ``content-length`` header as a size, or None (absent, not a number, or
+    negative: the SDK drops negative histogram values)."""
+    if not headers:
+        return None
+    for name, value in headers:
+        if len(name) == 14 and name.lower() == _CONTENT_LENGTH:
+            try:
+                size = int(value)
+            except (TypeError, ValueError):
+                return None
+            return size if size >= 0 else None
+    return None
