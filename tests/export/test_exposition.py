@@ -41,7 +41,7 @@ class Pair:
         if isinstance(item, Headroom):
             self.agg.ratelimit_remaining(item.provider, item.model, item.kind, item.value)
             return
-        rec = item.build(self.agg)
+        rec = item if isinstance(item, Request) else item.build(self.agg)
         self.agg.begin(rec)
         self.agg.commit(rec)
 
