@@ -12,7 +12,6 @@ data (see docs/stats.md for the query behind every field).
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import math
 import re
@@ -20,12 +19,12 @@ import threading
 import time
 import weakref
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, MutableMapping
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from typing import Any, Final, Literal
 
+from routemeter.export._exposition import no_gc_pauses
 from routemeter.recording import _instruments as ins
 from routemeter.recording import _semconv as sc
 
@@ -818,36 +817,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
-_gc_lock = threading.Lock()
-_gc_paused = 0
-
-
-@contextmanager
-def _no_gc_pauses() -> Iterator[None]:
-    """No cyclic collection while a snapshot builds its transient objects.
-
-    A snapshot of 2,000 models allocates hundreds of thousands of short-lived containers; the
-    full collections they trigger scan the whole heap with the GIL held, stalling the event loop
-    about 100 ms each, although everything they would find is freed by reference counting the
-    moment the snapshot is done. Left as it was if the application turned collection off."""
-    global _gc_paused
-    with _gc_lock:
-        if _gc_paused == 0 and not gc.isenabled():
-            yield
-            return
-        _gc_paused += 1
-        gc.disable()
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_paused -= 1
-            if _gc_paused == 0:
-                gc.enable()
-
-
 def _snapshot_json() -> str:
-    with _no_gc_pauses():
+    with no_gc_pauses():
         snapshot = summarize(_source()[1]()).as_dict()
     # iterencode runs the pure-Python encoder: slower than dumps' C one, but it lets the event
     # loop's thread in between pieces instead of holding the GIL for the whole document
