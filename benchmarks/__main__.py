@@ -51,8 +51,9 @@ def routed() -> None:
         a.usage(input_tokens=1200, output_tokens=300)
 
 
-def raw_sdk_request() -> Callable[[], None]:
-    """The same facts recorded straight onto SDK instruments, one call per measurement."""
+def raw_instruments() -> tuple[dict[str, Any], dict[str, Any], Any]:
+    """routemeter's histograms and counters as plain SDK instruments (by name), and the
+    requests-in-flight up-down counter: what a router recording by hand would create."""
     meter = MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("raw")
     h = {
         s.name: meter.create_histogram(
@@ -62,7 +63,12 @@ def raw_sdk_request() -> Callable[[], None]:
         if s.kind == "histogram"
     }
     c = {s.name: meter.create_counter(s.name, unit=s.unit) for s in ins.ALL if s.kind == "counter"}
-    active = meter.create_up_down_counter("llm.router.requests.active")
+    return h, c, meter.create_up_down_counter("llm.router.requests.active")
+
+
+def raw_sdk_request() -> Callable[[], None]:
+    """The same facts recorded straight onto SDK instruments, one call per measurement."""
+    h, c, active = raw_instruments()
 
     def request() -> None:
         t0 = time.perf_counter()

@@ -26,11 +26,8 @@ from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
 import routemeter
-from routemeter.recording import _instruments as ins
+from benchmarks.__main__ import raw_instruments
 from routemeter.testing import capture
 
 Upstream = Callable[[dict[str, Any]], Awaitable[Any]]
@@ -167,16 +164,7 @@ def raw_sdk(shape: str) -> Handler:
     """The same facts recorded straight onto SDK instruments, one call per measurement."""
     provider, model, server, upstream, read = SHAPES[shape]
     price_in, price_out = PRICES[model]
-    meter = MeterProvider(metric_readers=[InMemoryMetricReader()]).get_meter("raw")
-    h = {
-        s.name: meter.create_histogram(
-            s.name, unit=s.unit, explicit_bucket_boundaries_advisory=list(s.buckets or ())
-        )
-        for s in ins.ALL
-        if s.kind == "histogram"
-    }
-    c = {s.name: meter.create_counter(s.name, unit=s.unit) for s in ins.ALL if s.kind == "counter"}
-    active = meter.create_up_down_counter("llm.router.requests.active")
+    h, c, active = raw_instruments()
     base = {"llm.router.route": "default", "gen_ai.operation.name": "chat"}
 
     async def handler(body: dict[str, Any]) -> Any:

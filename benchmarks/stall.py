@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -26,6 +25,8 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+
+from benchmarks.e2e import stop
 
 ENDPOINTS = ("/metrics", "/metrics/stats")
 PROBE_S = 0.001
@@ -144,18 +145,6 @@ def start_server(max_models: int, cpu: int | None, timeout_s: float = 30.0) -> t
                     return proc, f"http://127.0.0.1:{int(line.split()[1])}"
     stop(proc)
     raise RuntimeError("the stall server did not start")
-
-
-def stop(proc: subprocess.Popen[Any]) -> None:
-    """Stop one child we started, by its pid: SIGTERM, then SIGKILL after 10 s."""
-    if proc.poll() is not None:
-        return
-    os.kill(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
 
 
 def wait_ready(client: Any, timeout_s: float = 30.0) -> None:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.metrics.export import MetricReader
 
     from routemeter.export._setup import Handle
-    from routemeter.integrations._asgi import ASGIApp
+    from routemeter.integrations._http import ASGIApp
     from routemeter.tools._stats import Stats
 
 __all__ = [

@@ -16,6 +16,7 @@ import pytest
 import routemeter
 from routemeter.export import _server
 from routemeter.export._server import MAX_HANDLERS, THREAD_NAME, BoundedWSGIServer
+from support.net import closed_by_server, still_open
 
 REQUEST = b"GET /metrics HTTP/1.1\r\nHost: router\r\n\r\n"
 
@@ -74,30 +75,6 @@ def connections(server: BoundedWSGIServer, n: int, send: bytes = b"") -> Iterato
     finally:
         for s in socks:
             s.close()
-
-
-def closed_by_server(sock: socket.socket, within_s: float) -> bool:
-    """The server closed ``sock`` (EOF or reset) within ``within_s``, unanswered."""
-    sock.settimeout(within_s)
-    try:
-        return sock.recv(1) == b""
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
-
-
-def still_open(sock: socket.socket) -> bool:
-    sock.setblocking(False)
-    try:
-        sock.recv(1)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
-        sock.setblocking(True)
-    return False
 
 
 def get(server: BoundedWSGIServer, request: bytes = REQUEST) -> bytes:

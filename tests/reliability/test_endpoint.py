@@ -22,6 +22,7 @@ from routemeter.export import _guard, _readers
 from routemeter.export._guard import is_loopback
 from routemeter.export._server import HEAD_TIMEOUT_S, MAX_HANDLERS, THREAD_NAME
 from support.asgi import serve
+from support.net import closed_by_server, still_open
 
 TOKEN = "t0k3n-" + "9f8e7d6c5b4a3210" * 2
 
@@ -192,30 +193,6 @@ def idle_clients(address: tuple[str, int], silent: int, halves: int):
             s.close()
 
 
-def open_(sock: socket.socket) -> bool:
-    """Not closed by the server (yet)."""
-    sock.setblocking(False)
-    try:
-        sock.recv(1)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    finally:
-        sock.setblocking(True)
-    return False
-
-
-def closed_within(sock: socket.socket, seconds: float) -> bool:
-    sock.settimeout(seconds)
-    try:
-        return sock.recv(1) == b""
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
-
-
 def test_idle_connections_do_not_starve_the_scrape():
     """With 300 idle or half-sent connections open, a scrape answers at once, on no extra thread."""
     handle = routemeter.setup(prometheus_host="127.0.0.1", prometheus_port=0, set_global=False)
@@ -236,7 +213,7 @@ def test_idle_connections_do_not_starve_the_scrape():
         assert elapsed < 2.0, elapsed
         assert len(server_threads()) <= 1 + MAX_HANDLERS
         assert threading.active_count() - before <= MAX_HANDLERS
-        assert all(map(open_, socks))  # they were all still open during the scrape
+        assert all(map(still_open, socks))  # they were all still open during the scrape
 
 
 @pytest.mark.integration
@@ -249,9 +226,9 @@ def test_idle_connections_are_closed_after_the_head_timeout():
     with idle_clients(address, silent=50, halves=50) as socks:
         opened = time.monotonic()
         time.sleep(HEAD_TIMEOUT_S - 1.0)
-        assert all(map(open_, socks))
+        assert all(map(still_open, socks))
         for s in socks:
-            assert closed_within(s, max(0.0, opened + HEAD_TIMEOUT_S + 1.5 - time.monotonic()))
+            assert closed_by_server(s, max(0.0, opened + HEAD_TIMEOUT_S + 1.5 - time.monotonic()))
     assert server_threads() == [THREAD_NAME]
 
 
@@ -268,6 +245,6 @@ def test_shutdown_leaves_no_server_thread():
         routemeter.shutdown()
         assert time.monotonic() - started < 1.0
         assert server_threads() == []
-        assert all(closed_within(s, 1.0) for s in socks)
+        assert all(closed_by_server(s, 1.0) for s in socks)
     with pytest.raises(httpx.ConnectError):
         scrape(url)

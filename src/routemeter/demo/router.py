@@ -32,7 +32,7 @@ from routemeter.demo.providers import (
     Upstreams,
     count_tokens,
 )
-from routemeter.integrations._asgi import ASGIApp
+from routemeter.integrations._http import ASGIApp
 
 Target = tuple[str, str]
 """(gen_ai.provider.name, model)"""

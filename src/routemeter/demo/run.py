@@ -24,7 +24,7 @@ from routemeter._config import ConfigError
 from routemeter.demo.load import Ledger, LoadConfig, percentile, run_load
 from routemeter.demo.providers import Upstreams
 from routemeter.demo.router import Router, RouterSettings, build_app
-from routemeter.integrations._asgi import ASGIApp
+from routemeter.integrations._http import ASGIApp
 from routemeter.tools._stats import StatsUnavailable
 from routemeter.tools._top import render
 

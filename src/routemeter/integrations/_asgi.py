@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -27,15 +26,9 @@ from routemeter.export._guard import (
     is_loopback,
     warn_once,
 )
-from routemeter.integrations._http import HttpMetrics
+from routemeter.integrations._http import ASGIApp, HttpMetrics, Message, Receive, Scope, Send
 from routemeter.integrations._workers import WorkerCheck, shared_port_body
 from routemeter.recording import _otel_private
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _log = logging.getLogger("routemeter")
 
