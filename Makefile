@@ -10,7 +10,7 @@ OLDEST_STAMP := $(OLDEST)/.installed
 # The request, recording and export tests run a second time on the oldest supported dependencies.
 OLDEST_TESTS := tests/request tests/recording tests/export
 
-.PHONY: demo test test-oldest lint unit bench docs prometheus wrk clean
+.PHONY: demo test test-oldest lint unit bench docs prometheus wrk chromium clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,14 @@ wrk:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; \
 	else echo "wrk missing and no root apt: the end-to-end benchmark uses its Python load generator"; fi
 
+# The dashboard's browser tests drive Debian's chromium through Playwright (no downloaded browser).
+chromium:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's chromium package (for the dashboard's browser tests)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "/usr/bin/chromium missing and no root apt: dashboard browser tests will skip (fail under CI=true)"; fi
+
 demo: $(STAMP)
 	$(BIN)/routemeter demo $(DEMO_ARGS)
 
@@ -47,7 +55,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: $(STAMP) prometheus lint
+test: $(STAMP) prometheus chromium lint
 	$(BIN)/python -m routemeter.tools._docs --check
 	$(BIN)/pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-oldest

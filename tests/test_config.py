@@ -47,6 +47,9 @@ DEFAULTS = {
     "max_models": 100,
     "max_providers": 20,
     "prices_file": None,
+    "recent_requests": 200,
+    "history_retention": "10s:1h,1m:48h,1h:30d",
+    "history_path": None,
 }
 
 # Two valid (raw, parsed) samples per setting: the first for the specific variable, the second
@@ -90,6 +93,9 @@ VALID = {
     "max_models": [("0", 0), ("100000", 100_000)],
     "max_providers": [("5", 5), ("10000", 10_000)],
     "prices_file": [("prices.toml", "prices.toml"), ("/srv/p.json", "/srv/p.json")],
+    "recent_requests": [("0", 0), ("10000", 10_000)],
+    "history_retention": [(" 1m:1d , 1h:7d", "1m:1d,1h:7d"), ("5s:5s", "5s:5s")],
+    "history_path": [("/tmp/history.db", "/tmp/history.db"), ("/tmp/./h.db", "/tmp/h.db")],
 }  # fmt: skip
 TWO_VARIABLES = [s for s in SETTINGS if len(s.env) == 2]
 
@@ -278,6 +284,14 @@ BAD_ENV = [
     ("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://collector"),
     ("ROUTEMETER_METRICS_PATH", "metrics"),
     ("ROUTEMETER_METRICS_PATH", "/met rics"),
+    ("ROUTEMETER_RECENT_REQUESTS", "10001"),
+    ("ROUTEMETER_HISTORY_RETENTION", "10s"),
+    ("ROUTEMETER_HISTORY_RETENTION", "1m:1h,90s:2h"),
+    ("ROUTEMETER_HISTORY_RETENTION", "1h:1m"),
+    ("ROUTEMETER_HISTORY_RETENTION", "1s:2d"),
+    ("ROUTEMETER_HISTORY_RETENTION", "1s:1m,1m:1h,1h:1d,1d:30d,30d:60d"),
+    ("ROUTEMETER_HISTORY_PATH", "/no/such/dir/history.db"),
+    ("ROUTEMETER_HISTORY_PATH", "/tmp"),
 ]
 
 

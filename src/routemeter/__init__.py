@@ -61,15 +61,22 @@ def setup(
     Idempotent: a second call returns the first handle. See docs/configuration.md.
     """
     from routemeter.export._setup import setup as _setup
+    from routemeter.tools import _pages
 
-    return _setup(readers=readers, meter_provider=meter_provider, set_global=set_global, **settings)
+    handle = _setup(
+        readers=readers, meter_provider=meter_provider, set_global=set_global, **settings
+    )
+    _pages.start(handle)
+    return handle
 
 
 def shutdown(timeout_s: float | None = None) -> None:
     """Flush every reader and stop the /metrics server; safe to call twice. Returns within
     ``timeout_s`` (default ``ROUTEMETER_SHUTDOWN_TIMEOUT``, 5 s) even if the Collector is down."""
     from routemeter.export._setup import shutdown as _shutdown
+    from routemeter.tools import _pages
 
+    _pages.stop()
     _shutdown(timeout_s)
 
 

@@ -128,6 +128,55 @@ def _readable_file(raw: str) -> str:
     return value
 
 
+_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _span(text: str) -> int:
+    number, unit = text[:-1], text[-1:]
+    if unit not in _UNITS or not number.isdigit() or int(number) <= 0:
+        raise ValueError
+    return int(number) * _UNITS[unit]
+
+
+def _retention(raw: str) -> str:
+    retention_tiers(raw)
+    return ",".join(item.strip() for item in raw.split(","))
+
+
+def retention_tiers(raw: str) -> tuple[tuple[int, int], ...]:
+    """``(step_s, kept_s)`` of ``ROUTEMETER_HISTORY_RETENTION`` (``10s:1h,1m:48h,1h:30d``): each
+    step a multiple of the one before, each tier keeping one step at least, 100,000 at most."""
+    allowed = (
+        "allowed: 1-4 comma-separated step:kept pairs of durations (s, m, h, d), steps"
+        " ascending and each a multiple of the one before, e.g. 10s:1h,1m:48h,1h:30d"
+    )
+    tiers: list[tuple[int, int]] = []
+    try:
+        for item in raw.split(","):
+            step_text, sep, kept_text = item.strip().partition(":")
+            if not sep:
+                raise ValueError
+            step, kept = _span(step_text.strip()), _span(kept_text.strip())
+            if kept < step or kept // step > 100_000:
+                raise ValueError
+            if tiers and (step <= tiers[-1][0] or step % tiers[-1][0]):
+                raise ValueError
+            tiers.append((step, kept))
+    except ValueError:
+        raise ValueError(allowed) from None
+    if not 1 <= len(tiers) <= 4:
+        raise ValueError(allowed)
+    return tuple(tiers)
+
+
+def _database(raw: str) -> str:
+    value = os.path.abspath(os.path.expanduser(raw.strip()))
+    folder = os.path.dirname(value)
+    if os.path.isdir(value) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise ValueError("allowed: a file path in an existing, writable directory")
+    return value
+
+
 def _endpoint(raw: str) -> str:
     value = raw.strip()
     if not value.startswith(("http://", "https://")):
@@ -239,6 +288,16 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             "Other provider names admitted (first seen) before the rest become `_OTHER`."),
     Setting("prices_file", ("ROUTEMETER_PRICES_FILE",), None, _text,
             "JSON or TOML file of per-million-token prices that override or add models."),
+    Setting("recent_requests", ("ROUTEMETER_RECENT_REQUESTS",), 200, _int_range(0, 10_000),
+            "Finished requests kept for the dashboard's recent-requests view (0: none);"
+            " summaries hold no prompt, completion, key or client address."),
+    Setting("history_retention", ("ROUTEMETER_HISTORY_RETENTION",),
+            "10s:1h,1m:48h,1h:30d", _retention,
+            "History tiers as `step:kept` pairs, each step a multiple of the one before:"
+            " what `<metrics_path>/history` and the dashboard can show."),
+    Setting("history_path", ("ROUTEMETER_HISTORY_PATH",), None, _database,
+            "SQLite file (WAL) that keeps the history across restarts, shared by the worker"
+            " processes of one server; unset: history in memory only."),
 )  # fmt: skip
 
 _BY_FIELD: Final = {s.field: s for s in SETTINGS}
@@ -279,6 +338,9 @@ class Config:
     max_models: int
     max_providers: int
     prices_file: str | None
+    recent_requests: int
+    history_retention: str
+    history_path: str | None
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
     """Where each value came from: ``argument``, ``env:NAME`` or ``default``."""
 

@@ -97,3 +97,48 @@ def test_serve_mode_runs_until_sigterm():
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_demo_without_duration_shows_the_dashboard_with_live_load_until_sigint():
+    """Without --duration the demo prints the dashboard URL first, keeps the load going (the
+    history grows while it runs) and ends on Ctrl-C with the summary and status 0."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys, routemeter.demo as d; sys.exit(d.cli(sys.argv[1:]))",
+         "--port", "0", "--rate", "30", "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = ""
+        ready, _, _ = select.select([proc.stdout], [], [], _READY_TIMEOUT_S)
+        if ready:
+            first = proc.stdout.readline()
+        found = re.fullmatch(r"dashboard: (http://\S+)/metrics/dashboard\n", first)
+        assert found is not None, first or (proc.stderr.read() if proc.poll() is not None else "")
+        url = found.group(1)
+        assert "<html" in httpx.get(f"{url}/metrics/dashboard", timeout=5).text.lower()
+
+        def served() -> int:
+            doc = httpx.get(f"{url}/metrics/history?window=15m", timeout=5).json()
+            return sum(sum(s["requests"]) for s in doc["series"])
+
+        deadline = time.monotonic() + 20
+        seen = [served()]
+        while time.monotonic() < deadline and (len(seen) < 3 or seen[-1] <= seen[0]):
+            time.sleep(0.5)
+            seen.append(served())
+        assert seen[-1] > seen[0], seen  # the load keeps going
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0
+        assert "answered of" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()

@@ -39,16 +39,17 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="routemeter demo",
         description="Run a demo LLM router (simulated OpenAI, Anthropic and Google upstreams)"
-        " under seeded load, with routemeter metrics on its own /metrics.",
+        " under seeded load, with routemeter metrics on its own /metrics and a live dashboard"
+        " at /metrics/dashboard.",
         epilog="Metrics go where OTEL_METRICS_EXPORTER says (default: prometheus, mounted on the"
         " router's port); OTEL_METRICS_EXPORTER=otlp pushes to a Collector instead.",
     )
     p.add_argument(
         "--duration",
         type=_positive,
-        default=20.0,
+        default=None,
         metavar="SECONDS",
-        help="how long to send load (default: 20)",
+        help="send load this long, then print a summary and exit (default: until Ctrl-C)",
     )
     p.add_argument(
         "--rate",

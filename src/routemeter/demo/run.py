@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -29,6 +30,10 @@ from routemeter.tools._stats import StatsUnavailable
 from routemeter.tools._top import render
 
 _START_TIMEOUT_S: Final = 10.0
+_CYCLE_S: Final = 120.0
+"""Without ``--duration``: the upstreams' outages and recoveries repeat every two minutes."""
+_ENDLESS_S: Final = 366 * 86_400.0
+"""Without ``--duration`` the load runs until a signal stops it (a year is the backstop)."""
 _STOP_TIMEOUT_S: Final = 10.0
 
 EXAMPLE_QUERIES: Final = (
@@ -192,18 +197,22 @@ async def demo(args: argparse.Namespace, out: Console, err: Console) -> int:
                 markup=False,
             )
             return 1
-        cycle_s = max(args.duration, 5.0)
+        cycle_s = max(args.duration or _CYCLE_S, 5.0)
         router = Router(Upstreams.build(args.seed, cycle_s=cycle_s), RouterSettings())
         stop = asyncio.Event()
         with _signals(asyncio.get_running_loop(), stop):
             async with serving(build_app(router), sock) as url:
                 where = metrics_location(handle, url)
-                out.print(f"router:  {url}/v1/chat/completions  (OpenAI-compatible)", markup=False)
-                out.print(f"metrics: {where}", markup=False)
+                if where.startswith("http"):
+                    out.print(f"dashboard: {where.rstrip('/')}/dashboard", markup=False)
+                out.print(f"router:    {url}/v1/chat/completions (OpenAI-compatible)", markup=False)
+                out.print(f"metrics:   {where}", markup=False)
                 if args.serve:
                     out.print("serving until Ctrl-C (SIGINT) or SIGTERM")
                     await stop.wait()
                     return 0
+                if args.duration is None:
+                    out.print("load running until Ctrl-C (SIGINT) or SIGTERM; then a summary")
                 ledger = await _drive(args, url, stop, err)
                 if args.ledger:
                     ledger.write(args.ledger)
@@ -219,8 +228,12 @@ async def demo(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 async def _drive(args: argparse.Namespace, url: str, stop: asyncio.Event, err: Console) -> Ledger:
-    config = LoadConfig(rate=args.rate, duration_s=args.duration, seed=args.seed)
-    if args.no_progress or not err.is_terminal:
+    endless = args.duration is None
+    duration_s = _ENDLESS_S if endless else args.duration
+    config = LoadConfig(rate=args.rate, duration_s=duration_s, seed=args.seed)
+    if endless:
+        config = dataclasses.replace(config, max_requests=2**62)
+    if endless or args.no_progress or not err.is_terminal:
         return await run_load(url, config, stop=stop)
     columns = (
         TextColumn("[bold]load[/]"),

@@ -3,6 +3,8 @@ and the loopback test behind the exposure warning."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import ipaddress
 import logging
@@ -22,15 +24,33 @@ TOKEN_HINT: Final = (
 )
 
 
+BASIC_CHALLENGE: Final = 'Basic realm="routemeter", charset="UTF-8"'
+
+
+def challenge(path: str) -> str:
+    """The ``WWW-Authenticate`` challenge: Basic for the dashboard, so a browser asks for the
+    token (any user name, the token as password) and sends it on the page's own requests;
+    Bearer everywhere else."""
+    return BASIC_CHALLENGE if path.endswith("/dashboard") else CHALLENGE
+
+
 def authorized(header: str | bytes | None, token: str) -> bool:
-    """Whether an ``Authorization`` header carries ``Bearer <token>`` (constant-time compare)."""
+    """Whether an ``Authorization`` header carries ``Bearer <token>``, or Basic credentials
+    whose password is the token (constant-time compares)."""
     if not header:
         return False
     raw = header if isinstance(header, bytes) else header.encode("latin-1", "replace")
     scheme, _, credentials = raw.strip().partition(b" ")
-    return scheme.lower() == b"bearer" and hmac.compare_digest(
-        credentials.strip(), token.encode("ascii")
-    )
+    scheme = scheme.lower()
+    if scheme == b"basic":
+        try:
+            decoded = base64.b64decode(credentials.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        credentials = decoded.partition(b":")[2]
+    elif scheme != b"bearer":
+        return False
+    return hmac.compare_digest(credentials.strip(), token.encode("ascii"))
 
 
 def is_loopback(host: str) -> bool:

@@ -11,10 +11,12 @@ import errno
 import logging
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from http import HTTPStatus
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import parse_qsl
 
 from opentelemetry.sdk.metrics import (
     Counter,
@@ -38,10 +40,10 @@ from opentelemetry.sdk.metrics.view import (
 
 from routemeter._config import BUILTIN_EXPORTERS, Config, ConfigError
 from routemeter.export._guard import (
-    CHALLENGE,
     TOKEN_HINT,
     UNAUTHORIZED_BODY,
     authorized,
+    challenge,
     is_loopback,
 )
 from routemeter.recording._otel_private import SYNC_GAUGE
@@ -86,6 +88,19 @@ def temporality(preference: str) -> dict[type, AggregationTemporality]:
     return table
 
 
+class Page(Protocol):
+    @property
+    def status(self) -> int: ...
+    @property
+    def content_type(self) -> str: ...
+    @property
+    def body(self) -> bytes: ...
+
+
+PageSource = Callable[[str, Mapping[str, str]], Page | None]
+"""``(subpath, query) -> page``: the pages under the metrics path, or ``None`` for no page."""
+
+
 @dataclass
 class PrometheusEndpoint:
     """The private registry behind /metrics, and the standalone server when one runs."""
@@ -96,6 +111,8 @@ class PrometheusEndpoint:
     thread: threading.Thread | None = None
     exposition: Exposition | None = None
     """routemeter's own families, rendered beside the registry's (aggregate recorder)."""
+    pages: PageSource | None = None
+    """What ``<metrics_path>/<page>`` serves beside /metrics (``tools/_pages`` sets it)."""
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -125,9 +142,7 @@ def prometheus(config: Config) -> PrometheusEndpoint:
     endpoint = PrometheusEndpoint(registry, reader)
     if config.prometheus_server:
         try:
-            endpoint.server, endpoint.thread = _serve_first_free(
-                config, registry, lambda: endpoint.exposition
-            )
+            endpoint.server, endpoint.thread = _serve_first_free(config, registry, endpoint)
         except BaseException:
             reader.shutdown()
             raise
@@ -144,7 +159,7 @@ def prometheus(config: Config) -> PrometheusEndpoint:
 
 
 def _serve_first_free(
-    config: Config, registry: Any, ours: Callable[[], Exposition | None]
+    config: Config, registry: Any, endpoint: PrometheusEndpoint
 ) -> tuple[Any, threading.Thread]:
     """Serve ``registry`` on the first free port of ``prometheus_worker_ports`` from
     ``prometheus_port``: one port per worker process when several share the configuration."""
@@ -153,7 +168,7 @@ def _serve_first_free(
     busy: OSError | None = None
     for port in range(first, first + span):
         try:
-            return _serve(host, port, registry, config.metrics_token, ours)
+            return _serve(host, port, registry, config, endpoint)
         except OSError as e:
             if e.errno != errno.EADDRINUSE:
                 raise ConfigError(
@@ -174,31 +189,57 @@ def _serve_first_free(
 
 
 def _serve(
-    host: str, port: int, registry: Any, token: str | None, ours: Callable[[], Exposition | None]
+    host: str, port: int, registry: Any, config: Config, endpoint: PrometheusEndpoint
 ) -> tuple[Any, threading.Thread]:
-    """/metrics (``export/_exposition.wsgi_app``) with the bearer-token check in front, on the
-    bounded server of ``export/_server.py`` (read timeouts, a cap on handler threads)."""
+    """/metrics (``export/_exposition.wsgi_app``) and the pages beside it, with the token check
+    in front, on the bounded server of ``export/_server.py`` (read timeouts, a cap on handler
+    threads)."""
     from routemeter.export._exposition import wsgi_app
     from routemeter.export._server import THREAD_NAME, BoundedWSGIServer
 
     family, _, _, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
-    exposition = wsgi_app(registry, ours)
+    exposition = wsgi_app(registry, lambda: endpoint.exposition)
+    token = config.metrics_token
+    prefix = config.metrics_path.rstrip("/") + "/"
 
     def guarded(environ: dict[str, Any], start_response: Any) -> Any:
+        path = environ.get("PATH_INFO") or "/"
         if token is not None and not authorized(environ.get("HTTP_AUTHORIZATION"), token):
             start_response(
                 "401 Unauthorized",
-                [("WWW-Authenticate", CHALLENGE), ("Content-Type", "text/plain; charset=utf-8")],
+                [
+                    ("WWW-Authenticate", challenge(path)),
+                    ("Content-Type", "text/plain; charset=utf-8"),
+                ],
             )
             return [UNAUTHORIZED_BODY]
+        pages = endpoint.pages
+        method = environ.get("REQUEST_METHOD")
+        if pages is not None and path.startswith(prefix) and method in ("GET", "HEAD"):
+            page = pages(path.removeprefix(prefix), _query(environ.get("QUERY_STRING", "")))
+            if page is not None:
+                start_response(
+                    f"{page.status} {HTTPStatus(page.status).phrase}",
+                    [
+                        ("Content-Type", page.content_type),
+                        ("Content-Length", str(len(page.body))),
+                        ("Cache-Control", "no-store"),
+                    ],
+                )
+                return [b"" if method == "HEAD" else page.body]
         return exposition(environ, start_response)
 
     httpd = BoundedWSGIServer((str(address[0]), port), family, guarded)
     thread = threading.Thread(target=httpd.serve_forever, name=THREAD_NAME, daemon=True)
     thread.start()
     return httpd, thread
+
+
+def _query(raw: str) -> dict[str, str]:
+    """A query string's first value per name (at most 20 names, values as sent)."""
+    return dict(reversed(parse_qsl(raw, max_num_fields=20)))
 
 
 def otlp_exporter(config: Config) -> MetricExporter:

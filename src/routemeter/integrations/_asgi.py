@@ -13,38 +13,44 @@ import asyncio
 import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Final
+from urllib.parse import parse_qsl
 
 from routemeter._report import report
 from routemeter.export import _setup
 from routemeter.export._exposition import Exposition, render
 from routemeter.export._guard import (
-    CHALLENGE,
     TOKEN_HINT,
     UNAUTHORIZED_BODY,
     authorized,
+    challenge,
     is_loopback,
     warn_once,
 )
 from routemeter.integrations._http import ASGIApp, HttpMetrics, Message, Receive, Scope, Send
 from routemeter.integrations._workers import WorkerCheck, shared_port_body
 from routemeter.recording import _otel_private
+from routemeter.request import _recent
+from routemeter.tools import _pages
 
 _log = logging.getLogger("routemeter")
+_REQUEST_ID: Final = b"x-request-id"
 
 
 def instrument_app(app: ASGIApp, *, metrics_path: str | None = None) -> ASGIApp:
-    """Wrap any ASGI app: stable HTTP server metrics, ``GET /metrics`` when the Prometheus reader
-    is on, and a flush of every reader at lifespan shutdown (so SIGTERM loses no tail)."""
+    """Wrap any ASGI app: stable HTTP server metrics, ``GET /metrics`` and the pages beside it
+    (``/metrics/stats``, ``/metrics/dashboard``, ...) when the Prometheus reader is on, an
+    ``x-request-id`` on every response, and a flush of every reader at lifespan shutdown (so
+    SIGTERM loses no tail)."""
     handle = _setup.current_handle() or _setup.setup()
+    _pages.start(handle)
     path = metrics_path or handle.config.metrics_path
     exposition: ASGIApp | None = None
-    served: dict[str, ASGIApp] = {}  # /metrics and /metrics/stats (JSON), behind one check
+    pages: ASGIApp | None = None
     if handle.prometheus is not None:
-        from routemeter.tools._stats import asgi_app as stats_app
-
         exposition = _metrics_app(handle.prometheus.registry, handle.exposition)
-        served = {path: exposition, f"{path.rstrip('/')}/stats": stats_app()}
+        pages = _pages_app(path.rstrip("/") + "/")
+    prefix = path.rstrip("/") + "/"
     excluded = path if exposition is not None else None
     instrumented: ASGIApp
     if handle.config.http_instrumentation == "opentelemetry":
@@ -56,20 +62,90 @@ def instrument_app(app: ASGIApp, *, metrics_path: str | None = None) -> ASGIApp:
 
     async def routemeter_app(scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if (
-            kind == "http"
-            and exposition is not None
-            and scope["path"] in served
-            and scope["method"] in ("GET", "HEAD")
-        ):
-            await _expose(served[scope["path"]], scope, receive, send, token, workers)
-            return
+        if kind == "http" and exposition is not None and scope["method"] in ("GET", "HEAD"):
+            where = scope["path"]
+            if where == path:
+                await _expose(exposition, scope, receive, send, token, workers)
+                return
+            if (
+                pages is not None
+                and where.startswith(prefix)
+                and _pages.serves(where[len(prefix) :])
+            ):
+                await _expose(pages, scope, receive, send, token, workers)
+                return
         if kind == "lifespan":
             await _lifespan(app, scope, receive, send)
+            return
+        if kind == "http" and _recent.ring is not None:
+            await _with_request_id(instrumented, scope, receive, send)
             return
         await instrumented(scope, receive, send)
 
     return routemeter_app
+
+
+async def _with_request_id(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Run ``app`` with the request's id current (the client's ``x-request-id`` when it is a
+    plain token, else a new one) and the id on the response, unless the app set its own."""
+    request_id = _request_id(scope)
+
+    async def send_with_id(message: Message) -> None:
+        if message.get("type") == "http.response.start":
+            try:
+                listed = list(message.get("headers") or ())
+                if not any(k.lower() == _REQUEST_ID for k, _ in listed):
+                    listed.append((_REQUEST_ID, request_id.encode("ascii")))
+                    message = {**message, "headers": listed}
+            except Exception as e:
+                report("request id", e)
+        await send(message)
+
+    token = _recent.request_id.set(request_id)
+    try:
+        await app(scope, receive, send_with_id)
+    finally:
+        _recent.request_id.reset(token)
+
+
+def _request_id(scope: Scope) -> str:
+    try:
+        for name, value in scope.get("headers") or ():
+            if name.lower() == _REQUEST_ID:
+                return _recent.client_id(value) or _recent.new_id()
+    except Exception as e:
+        report("request id", e)
+    return _recent.new_id()
+
+
+def _pages_app(prefix: str) -> ASGIApp:
+    """The pages under the metrics path, computed on a worker thread (``tools/_pages``)."""
+
+    async def pages_app(scope: Scope, receive: Receive, send: Send) -> None:
+        current = _pages.current()
+        raw_query = scope.get("query_string", b"").decode("latin-1")
+        query = dict(reversed(parse_qsl(raw_query, max_num_fields=20)))
+        page = None
+        if current is not None:
+            page = await asyncio.to_thread(current, scope["path"][len(prefix) :], query)
+        if page is None:
+            await _answer(scope, send, 404, b"routemeter: no such page\n")
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": page.status,
+                "headers": [
+                    (b"content-type", page.content_type.encode()),
+                    (b"content-length", str(len(page.body)).encode()),
+                    (b"cache-control", b"no-store"),
+                ],
+            }
+        )
+        body = b"" if scope["method"] == "HEAD" else page.body
+        await send({"type": "http.response.body", "body": body})
+
+    return pages_app
 
 
 def _opentelemetry_middleware(app: ASGIApp, excluded: str | None, meter_provider: Any) -> ASGIApp:
@@ -143,7 +219,7 @@ async def _expose(
     if token is not None:
         header = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), None)
         if not authorized(header, token):
-            await _answer(scope, send, 401, UNAUTHORIZED_BODY, CHALLENGE)
+            await _answer(scope, send, 401, UNAUTHORIZED_BODY, challenge(scope["path"]))
             return
     else:
         _warn_if_exposed(scope)

@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
 from routemeter._report import report
-from routemeter.request import _usage
+from routemeter.request import _recent, _usage
 from routemeter.request._usage import EMPTY, MAX_TOKENS, Usage
 
 if TYPE_CHECKING:
@@ -273,6 +273,7 @@ class Request:
         "end",
         "error_type",
         "first_token",
+        "id",
         "rejected",
         "requested_model",
         "route_key",
@@ -295,6 +296,8 @@ class Request:
         self.caches: list[tuple[str, bool]] | None = None
         self.error_type: str | None = None
         self.first_token: float | None = None
+        self.id: str | None = None
+        """The request id (``x-request-id``) when the recent-requests view keeps it."""
         self.yielded = 0
         self.rejected = False
         self.streamed = False
@@ -472,6 +475,11 @@ def finish(rec: Request, exc: BaseException | None = None) -> None:
         sink = rec.sink
         if sink is not None:
             sink.commit(rec)
+        kept = _recent.ring
+        if kept is not None:
+            if rec.id is None:
+                rec.id = _recent.new_id()
+            kept.append(rec)
     except Exception as e:
         report("request commit", e)
 

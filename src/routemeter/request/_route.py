@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Final, TypeVar, cast
 
 from routemeter._report import report
-from routemeter.request import _sink
+from routemeter.request import _recent, _sink
 from routemeter.request._record import Request, current_var, finish, iter_under, stream_under
 from routemeter.request._safe import acceptable
 
@@ -41,6 +41,7 @@ def begin(route_key: tuple[str, str]) -> Request | None:
         return None
     try:
         rec = Request(route_key, sink)
+        rec.id = _recent.request_id.get()
         sink.begin(rec)
         return rec
     except Exception as e:

@@ -11,7 +11,6 @@ data (see docs/stats.md for the query behind every field).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import re
@@ -19,12 +18,11 @@ import threading
 import time
 import weakref
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from typing import Any, Final, Literal
 
-from routemeter.export._exposition import no_gc_pauses
 from routemeter.recording import _instruments as ins
 from routemeter.recording import _semconv as sc
 
@@ -766,6 +764,11 @@ def _source() -> tuple[Any, Callable[[], Samples]]:
     return registry, lambda: collect(registry)
 
 
+def read_samples() -> Samples:
+    """One cumulative read of this process's routemeter metrics (what ``stats()`` reads)."""
+    return _source()[1]()
+
+
 def _registry() -> Any:
     from routemeter.export._setup import current_handle
 
@@ -809,53 +812,3 @@ def stats(*, since: Since = "start") -> Stats:
             before = _previous[1]
         _previous = (weakref.ref(source), now)
     return summarize(delta(now, before) if since == "previous" else now)
-
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-
-def _snapshot_json() -> str:
-    with no_gc_pauses():
-        snapshot = summarize(_source()[1]()).as_dict()
-    # iterencode runs the pure-Python encoder: slower than dumps' C one, but it lets the event
-    # loop's thread in between pieces instead of holding the GIL for the whole document
-    encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
-    return "".join(encoder.iterencode(snapshot))
-
-
-def asgi_app() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
-    """``GET <metrics_path>/stats``: the since-start snapshot as JSON, computed on a worker
-    thread. It leaves the ``since="previous"`` baseline of ``stats()`` alone."""
-
-    async def stats_app(scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            body = await asyncio.to_thread(_snapshot_json)
-            status = 200
-        except Exception as e:  # a bug here must not take the route down with a traceback
-            from routemeter._report import report
-
-            report("stats", e)
-            body, status = json.dumps({"error": "stats unavailable"}), 500
-        payload = body.encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"cache-control", b"no-store"),
-                ],
-            }
-        )
-        await send(
-            {
-                "type": "http.response.body",
-                "body": b"" if scope.get("method") == "HEAD" else payload,
-            }
-        )
-
-    return stats_app

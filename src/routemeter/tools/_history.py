@@ -1,0 +1,517 @@
+"""History: routemeter's own cumulative series, differenced into steps and kept in tiers.
+
+A sampler thread reads the same samples ``stats()`` reads (no scrape, no text) at every boundary
+of the finest step and keeps what changed since the previous read: exact deltas, never rates.
+Each tier (``ROUTEMETER_HISTORY_RETENTION``, ``10s:1h,1m:48h,1h:30d`` by default) holds one
+record per step and process: the changed samples as two packed arrays, 12 bytes a sample
+(docs/dashboard.md has the measured bound per series). The step in progress is written on every
+tick, so readers are never more than one fine step behind; a query adds this process's changes
+since the last tick, so its counts are exact up to the moment it runs.
+
+With ``ROUTEMETER_HISTORY_PATH`` the records go to a SQLite file (WAL) instead of memory: it
+survives restarts, and the worker processes of one server share it, each under its own
+``service.instance.id``; a query sums them all. Every query answers through ``summarize()``, so
+a window's numbers are the numbers ``/metrics/stats`` gives for the same samples.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sqlite3
+import threading
+import time
+from array import array
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, TypeAlias
+
+from routemeter._report import report
+from routemeter.tools._stats import (
+    LabelSet,
+    Latency,
+    RouteStats,
+    Samples,
+    Stats,
+    UpstreamStats,
+    delta,
+    summarize,
+)
+
+_log = logging.getLogger("routemeter")
+
+WINDOWS: Final = {
+    "15m": 900,
+    "1h": 3600,
+    "6h": 21_600,
+    "24h": 86_400,
+    "7d": 604_800,
+    "30d": 2_592_000,
+}
+GROUPS: Final = ("route", "provider", "model")
+MAX_POINTS: Final = 360
+"""Steps in one answer at most: finer steps are summed into multiples of the tier's step."""
+RATE_LIMITED: Final = ("429", "RateLimitError")
+_CUMULATIVE: Final = ("_total", "_bucket", "_count", "_sum")
+"""What a step keeps: counters and histograms. Gauges (requests in flight) have no deltas."""
+
+SampleKey = tuple[str, LabelSet]
+Record: TypeAlias = "tuple[array[int], array[float]]"
+"""The samples that changed in one step: key ids and their increases, side by side."""
+
+
+# --- where records live ---------------------------------------------------------------------
+
+
+class MemoryStore:
+    """Records in memory, per tier a dict of step start -> instance -> record."""
+
+    def __init__(self, tiers: Iterable[tuple[int, int]]) -> None:
+        self._keys: dict[SampleKey, int] = {}
+        self._names: list[SampleKey] = []
+        self._steps: dict[int, dict[int, dict[str, Record]]] = {step: {} for step, _ in tiers}
+        self._lock = threading.Lock()
+
+    def key_ids(self, keys: Iterable[SampleKey]) -> list[int]:
+        with self._lock:
+            out = []
+            for key in keys:
+                found = self._keys.get(key)
+                if found is None:
+                    found = self._keys[key] = len(self._names)
+                    self._names.append(key)
+                out.append(found)
+            return out
+
+    def keys(self, ids: Iterable[int]) -> dict[int, SampleKey]:
+        names = self._names
+        return {i: names[i] for i in ids}
+
+    def put(self, step: int, start: int, instance: str, record: Record, oldest: int) -> None:
+        with self._lock:
+            tier = self._steps[step]
+            tier.setdefault(start, {})[instance] = record
+            while tier and (first := next(iter(tier))) < oldest:  # starts only grow
+                del tier[first]
+
+    def get(self, step: int, first: int, last: int) -> list[tuple[int, str, Record]]:
+        with self._lock:
+            tier = self._steps.get(step, {})
+            return [
+                (start, instance, record)
+                for start, records in tier.items()
+                if first <= start <= last
+                for instance, record in records.items()
+            ]
+
+    def close(self) -> None:
+        pass
+
+
+_SCHEMA: Final = (
+    "CREATE TABLE IF NOT EXISTS sample_keys (id INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+    " labels TEXT NOT NULL, UNIQUE (name, labels))",
+    "CREATE TABLE IF NOT EXISTS steps (step_s INTEGER NOT NULL, start INTEGER NOT NULL,"
+    " instance TEXT NOT NULL, ids BLOB NOT NULL, vals BLOB NOT NULL,"
+    " PRIMARY KEY (step_s, start, instance)) WITHOUT ROWID",
+)
+
+
+class SqliteStore:
+    """Records in a SQLite file in WAL mode, shared by the processes of one server: sample keys
+    get one id for all of them (``sample_keys``), each process writes its own rows."""
+
+    def __init__(self, path: str) -> None:
+        self._db = sqlite3.connect(path, timeout=5.0, check_same_thread=False)
+        self._lock = threading.Lock()
+        self._ids: dict[SampleKey, int] = {}
+        self._names: dict[int, SampleKey] = {}
+        with self._lock, self._db:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            for statement in _SCHEMA:
+                self._db.execute(statement)
+
+    def key_ids(self, keys: Iterable[SampleKey]) -> list[int]:
+        out = []
+        with self._lock:
+            for key in keys:
+                found = self._ids.get(key)
+                if found is None:
+                    name, labels = key[0], json.dumps(key[1], separators=(",", ":"))
+                    with self._db:
+                        self._db.execute(
+                            "INSERT OR IGNORE INTO sample_keys (name, labels) VALUES (?, ?)",
+                            (name, labels),
+                        )
+                        row = self._db.execute(
+                            "SELECT id FROM sample_keys WHERE name = ? AND labels = ?",
+                            (name, labels),
+                        ).fetchone()
+                    found = self._ids[key] = int(row[0])
+                    self._names[found] = key
+                out.append(found)
+        return out
+
+    def keys(self, ids: Iterable[int]) -> dict[int, SampleKey]:
+        with self._lock:
+            missing = [i for i in set(ids) if i not in self._names]
+            for start in range(0, len(missing), 500):
+                chunk = missing[start : start + 500]
+                rows = self._db.execute(
+                    "SELECT id, name, labels FROM sample_keys WHERE id IN"
+                    f" ({','.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+                for i, name, labels in rows:
+                    key = (str(name), tuple((str(k), str(v)) for k, v in json.loads(labels)))
+                    self._names[int(i)] = key
+                    self._ids[key] = int(i)
+            return {i: self._names[i] for i in ids if i in self._names}
+
+    def put(self, step: int, start: int, instance: str, record: Record, oldest: int) -> None:
+        ids, vals = record
+        with self._lock, self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO steps VALUES (?, ?, ?, ?, ?)",
+                (step, start, instance, ids.tobytes(), vals.tobytes()),
+            )
+            self._db.execute("DELETE FROM steps WHERE step_s = ? AND start < ?", (step, oldest))
+
+    def get(self, step: int, first: int, last: int) -> list[tuple[int, str, Record]]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT start, instance, ids, vals FROM steps"
+                " WHERE step_s = ? AND start BETWEEN ? AND ?",
+                (step, first, last),
+            ).fetchall()
+        out = []
+        for start, instance, raw_ids, raw_vals in rows:
+            ids: array[int] = array("I")
+            ids.frombytes(raw_ids)
+            vals: array[float] = array("d")
+            vals.frombytes(raw_vals)
+            out.append((int(start), str(instance), (ids, vals)))
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+Store = MemoryStore | SqliteStore
+
+
+# --- the sampler ----------------------------------------------------------------------------
+
+
+def _changes(step: Samples) -> dict[SampleKey, float]:
+    return {
+        (name, labels): value
+        for name, values in step.series.items()
+        for labels, value in values.items()
+        if value
+    }
+
+
+@dataclass(slots=True)
+class _Pending:
+    start: int
+    sums: dict[SampleKey, float]
+
+
+class History:
+    """The tiers of one process, fed by ``tick()`` (the sampler thread calls it at every fine
+    step boundary), read by ``answer()`` and ``window_stats()``."""
+
+    def __init__(
+        self,
+        tiers: tuple[tuple[int, int], ...],
+        read: Callable[[], Samples],
+        instance: str,
+        store: Store,
+    ) -> None:
+        self.tiers = tiers
+        self.read = read
+        self.instance = instance
+        self.store = store
+        self._last: Samples | None = None
+        self._pending: dict[int, _Pending] = {}
+        self._lock = threading.Lock()
+
+    def _since_last(self, now: Samples) -> dict[SampleKey, float]:
+        moved = delta(now, self._last)
+        return {k: v for k, v in _changes(moved).items() if k[0].endswith(_CUMULATIVE)}
+
+    def tick(self) -> None:
+        """Take this process's changes since the previous tick into every tier's step."""
+        with self._lock:
+            now = self.read()
+            changes = self._since_last(now)
+            self._last = now
+            if not changes:
+                return
+            at = int(now.at)
+            for step, kept in self.tiers:
+                start = at - at % step
+                pending = self._pending.get(step)
+                if pending is None or pending.start != start:
+                    pending = self._pending[step] = _Pending(start, {})
+                sums = pending.sums
+                for key, value in changes.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                self._put(step, start, sums, start - kept)
+
+    def _put(self, step: int, start: int, sums: Mapping[SampleKey, float], oldest: int) -> None:
+        keys = list(sums)
+        ids = array("I", self.store.key_ids(keys))
+        vals = array("d", [sums[k] for k in keys])
+        self.store.put(step, start, self.instance, (ids, vals), oldest)
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def tier_for(self, window_s: int) -> int:
+        """The finest step whose tier keeps the whole window (else the longest-kept tier's)."""
+        for step, kept in self.tiers:
+            if kept >= window_s:
+                return step
+        return self.tiers[-1][0]
+
+    def steps(
+        self, window_s: int
+    ) -> tuple[int, list[int], dict[int, dict[SampleKey, float]], list[str], Samples]:
+        """``(step, starts, sums per start, instances)`` over the window ending now; the last
+        step includes this process's changes since the previous tick."""
+        step = self.tier_for(window_s)
+        with self._lock:
+            now = self.read()
+            live = self._since_last(now)
+            at = now.at
+        current = int(at) - int(at) % step
+        first = current - (window_s // step - 1) * step if window_s > step else current
+        rows = self.store.get(step, first, current)
+        names = self.store.keys({i for _, _, (ids, _) in rows for i in ids})
+        sums: dict[int, dict[SampleKey, float]] = {}
+        instances = {self.instance}
+        for start, instance, (ids, vals) in rows:
+            instances.add(instance)
+            into = sums.setdefault(start, {})
+            for i, value in zip(ids, vals, strict=True):
+                key = names.get(i)
+                if key is not None:
+                    into[key] = into.get(key, 0.0) + value
+        if live:
+            into = sums.setdefault(current, {})
+            for key, value in live.items():
+                into[key] = into.get(key, 0.0) + value
+        starts = list(range(first, current + 1, step))
+        return step, starts, sums, sorted(instances), now
+
+    def window_stats(self, window_s: int) -> Stats:
+        """``/metrics/stats`` over the window: the same summary of the summed steps."""
+        _, starts, sums, _, now = self.steps(window_s)
+        total: dict[SampleKey, float] = {}
+        for start in starts:
+            for key, value in sums.get(start, {}).items():
+                total[key] = total.get(key, 0.0) + value
+        for name, values in now.series.items():  # gauges (in flight) as they are now
+            if not name.endswith(_CUMULATIVE):
+                for labels, value in values.items():
+                    total[(name, labels)] = value
+        return summarize(_samples(total, now.at, starts[0]))
+
+    def answer(self, window_s: int, group_by: str) -> dict[str, Any]:
+        """The ``/history`` document (docs/dashboard.md)."""
+        step, starts, sums, instances, _ = self.steps(window_s)
+        merge = 1 if len(starts) <= MAX_POINTS else math.ceil(len(starts) / (MAX_POINTS - 1))
+        if merge > 1:
+            first = starts[0] - starts[0] % (step * merge)
+            starts, step, sums = _coarser(starts, sums, step * merge, first)
+        snapshots = [
+            summarize(_samples(sums.get(start, {}), start + step, start)) for start in starts
+        ]
+        return _document(group_by, step, starts, snapshots, instances)
+
+    def rollup(self, window_s: int, bucket_s: int) -> list[dict[str, Any]]:
+        """Every request over the window, per ``bucket_s`` (the seed's ``group_by=hour|day``)."""
+        step, starts, sums, _, _ = self.steps(window_s)
+        if bucket_s > step:
+            first = starts[0] - starts[0] % bucket_s
+            starts, step, sums = _coarser(starts, sums, bucket_s, first)
+        rows = []
+        for start in starts:
+            total = summarize(_samples(sums.get(start, {}), start + step, start)).total
+            rows.append({"start": start, **_route_point(total)})
+        return rows
+
+    def grouped(self, window_s: int, group_by: str) -> list[dict[str, Any]]:
+        """The window's totals per route, provider or model."""
+        snapshot = self.window_stats(window_s)
+        names = _KEY_NAMES["model" if group_by == "model" else group_by]
+        return [
+            {**dict(zip(names, key, strict=True)), **point}
+            for key, point in sorted(_points(group_by, snapshot).items())
+        ]
+
+
+def _coarser(
+    starts: list[int], sums: Mapping[int, Mapping[SampleKey, float]], step: int, first: int
+) -> tuple[list[int], int, dict[int, dict[SampleKey, float]]]:
+    out: dict[int, dict[SampleKey, float]] = {}
+    for start in starts:
+        bucket = start - (start - first) % step
+        into = out.setdefault(bucket, {})
+        for key, value in sums.get(start, {}).items():
+            into[key] = into.get(key, 0.0) + value
+    return list(range(first, starts[-1] + 1, step)), step, out
+
+
+def _samples(sums: Mapping[SampleKey, float], at: float, since: float) -> Samples:
+    series: dict[str, dict[LabelSet, float]] = {}
+    for (name, labels), value in sums.items():
+        series.setdefault(name, {})[labels] = value
+    return Samples(series, at, since)
+
+
+# --- the document ---------------------------------------------------------------------------
+
+
+def _latency_fields(prefix: str, latency: Latency) -> dict[str, float | None]:
+    return {
+        f"{prefix}p50_s": latency.p50,
+        f"{prefix}p95_s": latency.p95,
+        f"{prefix}p99_s": latency.p99,
+    }
+
+
+def _upstream_point(row: UpstreamStats) -> dict[str, Any]:
+    return {
+        "requests": row.attempts,
+        "errors": row.errors,
+        "input_tokens": row.tokens.get("input", 0),
+        "output_tokens": row.tokens.get("output", 0),
+        "cost_usd": row.cost_usd,
+        **_latency_fields("", row.duration),
+        **_latency_fields("ttft_", row.time_to_first_chunk),
+    }
+
+
+_EMPTY_POINT: Final[dict[str, Any]] = {
+    "requests": 0,
+    "errors": 0,
+    "input_tokens": 0,
+    "output_tokens": 0,
+    "cost_usd": 0.0,
+    "p50_s": None,
+    "p95_s": None,
+    "p99_s": None,
+    "ttft_p50_s": None,
+    "ttft_p95_s": None,
+    "ttft_p99_s": None,
+}
+
+
+def _route_point(r: RouteStats) -> dict[str, Any]:
+    return {
+        "requests": r.requests,
+        "errors": r.errors,
+        "input_tokens": r.tokens.get("input", 0),
+        "output_tokens": r.tokens.get("output", 0),
+        "cost_usd": r.cost_usd,
+        **_latency_fields("", r.duration),
+        **_latency_fields("ttft_", r.time_to_first_token),
+    }
+
+
+_KEY_NAMES: Final = {"route": ("route",), "provider": ("provider",), "model": ("provider", "model")}
+
+
+def _points(group_by: str, snapshot: Stats) -> dict[tuple[str, ...], dict[str, Any]]:
+    if group_by == "route":
+        return {(r.route,): _route_point(r) for r in snapshot.routes}
+    if group_by == "provider":
+        return {(u.provider,): _upstream_point(u) for u in snapshot.providers}
+    return {(u.provider, u.model or ""): _upstream_point(u) for u in snapshot.models}
+
+
+def _document(
+    group_by: str, step: int, starts: list[int], snapshots: list[Stats], instances: list[str]
+) -> dict[str, Any]:
+    names = _KEY_NAMES[group_by]
+    per_step = [_points(group_by, s) for s in snapshots]
+    keys = sorted({k for points in per_step for k in points})
+    series = []
+    for key in keys:
+        row: dict[str, Any] = dict(zip(names, key, strict=True))
+        for field in _EMPTY_POINT:
+            row[field] = [points.get(key, _EMPTY_POINT)[field] for points in per_step]
+        series.append(row)
+    series.sort(key=lambda r: -sum(r["requests"]))
+
+    outcomes: dict[str, list[int]] = {"ok": [s.total.requests - s.total.errors for s in snapshots]}
+    for kind in sorted({k for s in snapshots for k in s.total.errors_by_type}):
+        outcomes[kind] = [s.total.errors_by_type.get(kind, 0) for s in snapshots]
+
+    providers = []
+    for provider in sorted({p.provider for s in snapshots for p in s.providers}):
+        rows = [next((p for p in s.providers if p.provider == provider), None) for s in snapshots]
+        providers.append(
+            {
+                "provider": provider,
+                "attempts": [0 if r is None else r.attempts for r in rows],
+                "errors": [0 if r is None else r.errors for r in rows],
+                "rate_limited": [
+                    0 if r is None else sum(r.errors_by_type.get(k, 0) for k in RATE_LIMITED)
+                    for r in rows
+                ],
+            }
+        )
+    return {
+        "group_by": group_by,
+        "step_s": step,
+        "timestamps": starts,
+        "series": series,
+        "outcomes": outcomes,
+        "providers": providers,
+        "instances": instances,
+    }
+
+
+# --- the sampler thread -----------------------------------------------------------------------
+
+
+class Sampler:
+    """Ticks ``history`` at every boundary of its finest step until stopped; a failed tick is
+    reported once per kind and the next one tries again."""
+
+    def __init__(self, history: History) -> None:
+        self.history = history
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="routemeter-history", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        step = self.history.tiers[0][0]
+        while True:
+            now = time.time()
+            wait = step - now % step + 0.05  # just past the boundary: the step has closed
+            if self._stop.wait(wait):
+                return
+            try:
+                self.history.tick()
+            except Exception as e:
+                report("history", e)
+
+    def stop(self) -> None:
+        """Stop ticking; a last tick keeps what changed since the previous one."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(2.0)
+        try:
+            self.history.tick()
+        except Exception as e:
+            report("history", e)
+        self.history.store.close()
