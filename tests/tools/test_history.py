@@ -3,6 +3,7 @@ worker processes, and the memory one step costs."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ import routemeter
 from routemeter._config import ConfigError, retention_tiers
 from routemeter.tools import _pages
 from routemeter.tools._history import History, MemoryStore
-from routemeter.tools._stats import read_samples
+from routemeter.tools._stats import Samples, read_samples
 
 LEDGER = {"think": (7, 2), "background": (5, 0)}
 """route -> (requests, of them failed)"""
@@ -197,3 +198,29 @@ def test_sqlite_history_survives_restarts_and_holds_every_worker(tmp_path):
     assert response is not None
     assert response.status == 200
     assert _sums(json.loads(response.body), "requests") == {"think": 7, "background": 2}
+
+
+def test_views_kept_for_closed_steps_answer_like_a_fresh_summary():
+    """Steps summarised once (when they close, or when first asked) give the same document as
+    summarising every step anew; later refreshes reuse them."""
+    routemeter.setup(exporters="prometheus", prometheus_server=False, set_global=False)
+    _pages.stop()
+    clock = [1_000_000.0]
+
+    def read() -> Samples:
+        return dataclasses.replace(read_samples(), at=clock[0])
+
+    tiers = ((10, 600), (60, 3600))
+    history = History(tiers, read, "test", MemoryStore(tiers))
+    for _ in range(30):  # 5 minutes of 10 s steps, each with traffic
+        _drive()
+        history.tick()
+        clock[0] += 10
+    fresh = History(tiers, read, "test", history.store)
+    fresh._last = history._last
+    for group_by in ("route", "provider", "model"):
+        kept = history.answer(600, group_by)
+        assert kept == fresh.answer(600, group_by)
+        assert kept == fresh.answer(600, group_by)  # now from its own kept views
+    assert len(history._views) >= 3 * 29
+    assert _sums(history.answer(600, "route"), "requests") == {"think": 210, "background": 150}

@@ -238,6 +238,9 @@ class History:
         self.store = store
         self._last: Samples | None = None
         self._pending: dict[int, _Pending] = {}
+        self._views: dict[tuple[int, int, str], _View] = {}
+        """Views of steps that can no longer change, oldest first."""
+        self._views_lock = threading.Lock()
         self._lock = threading.Lock()
 
     def _since_last(self, now: Samples) -> dict[SampleKey, float]:
@@ -257,11 +260,27 @@ class History:
                 start = at - at % step
                 pending = self._pending.get(step)
                 if pending is None or pending.start != start:
+                    if pending is not None and isinstance(self.store, MemoryStore):
+                        self._settle(step, pending)
                     pending = self._pending[step] = _Pending(start, {})
                 sums = pending.sums
                 for key, value in changes.items():
                     sums[key] = sums.get(key, 0.0) + value
                 self._put(step, start, sums, start - kept)
+
+    def _settle(self, step: int, closed: _Pending) -> None:
+        """Summarise a step that just closed, for every grouping, while it is at hand: with the
+        history in memory nothing else can change it, and a query then reads views only."""
+        start = closed.start
+        snapshot = summarize(_samples(closed.sums, start + step, start))
+        for group_by in GROUPS:
+            self._remember((step, start, group_by), _view(group_by, snapshot))
+
+    def _remember(self, key: tuple[int, int, str], view: _View) -> None:
+        with self._views_lock:
+            if len(self._views) >= _MAX_VIEWS:
+                del self._views[next(iter(self._views))]
+            self._views[key] = view
 
     def _put(self, step: int, start: int, sums: Mapping[SampleKey, float], oldest: int) -> None:
         keys = list(sums)
@@ -278,70 +297,68 @@ class History:
                 return step
         return self.tiers[-1][0]
 
-    def steps(
-        self, window_s: int
-    ) -> tuple[int, list[int], dict[int, dict[SampleKey, float]], list[str], Samples]:
-        """``(step, starts, sums per start, instances)`` over the window ending now; the last
-        step includes this process's changes since the previous tick."""
+    def window(self, window_s: int) -> _Window:
+        """The records over the window ending now, and this process's changes since its last
+        tick (they belong to the current step)."""
         step = self.tier_for(window_s)
         with self._lock:
             now = self.read()
             live = self._since_last(now)
-            at = now.at
-        current = int(at) - int(at) % step
+        at = int(now.at)
+        current = at - at % step
         first = current - (window_s // step - 1) * step if window_s > step else current
-        rows = self.store.get(step, first, current)
-        names = self.store.keys({i for _, _, (ids, _) in rows for i in ids})
-        sums: dict[int, dict[SampleKey, float]] = {}
+        records: dict[int, list[Record]] = {}
         instances = {self.instance}
-        for start, instance, (ids, vals) in rows:
+        for start, instance, record in self.store.get(step, first, current):
             instances.add(instance)
-            into = sums.setdefault(start, {})
-            for i, value in zip(ids, vals, strict=True):
-                key = names.get(i)
-                if key is not None:
-                    into[key] = into.get(key, 0.0) + value
-        if live:
-            into = sums.setdefault(current, {})
-            for key, value in live.items():
-                into[key] = into.get(key, 0.0) + value
+            records.setdefault(start, []).append(record)
         starts = list(range(first, current + 1, step))
-        return step, starts, sums, sorted(instances), now
+        return _Window(self.store, step, starts, records, live, current, sorted(instances), now)
 
     def window_stats(self, window_s: int) -> Stats:
         """``/metrics/stats`` over the window: the same summary of the summed steps."""
-        _, starts, sums, _, now = self.steps(window_s)
-        total: dict[SampleKey, float] = {}
-        for start in starts:
-            for key, value in sums.get(start, {}).items():
-                total[key] = total.get(key, 0.0) + value
-        for name, values in now.series.items():  # gauges (in flight) as they are now
+        window = self.window(window_s)
+        total = window.sums(window.starts)
+        for name, values in window.now.series.items():  # gauges (in flight) as they are now
             if not name.endswith(_CUMULATIVE):
                 for labels, value in values.items():
                     total[(name, labels)] = value
-        return summarize(_samples(total, now.at, starts[0]))
+        return summarize(_samples(total, window.now.at, window.starts[0]))
 
     def answer(self, window_s: int, group_by: str) -> dict[str, Any]:
         """The ``/history`` document (docs/dashboard.md)."""
-        step, starts, sums, instances, _ = self.steps(window_s)
-        merge = 1 if len(starts) <= MAX_POINTS else math.ceil(len(starts) / (MAX_POINTS - 1))
-        if merge > 1:
-            first = starts[0] - starts[0] % (step * merge)
-            starts, step, sums = _coarser(starts, sums, step * merge, first)
-        snapshots = [
-            summarize(_samples(sums.get(start, {}), start + step, start)) for start in starts
-        ]
-        return _document(group_by, step, starts, snapshots, instances)
+        window = self.window(window_s)
+        count = len(window.starts)
+        if count > MAX_POINTS:
+            window = window.coarser(window.step * math.ceil(count / (MAX_POINTS - 1)))
+        step = window.step
+        # a step no process writes any more (two fine steps past its end) never changes: its
+        # view is computed once, so a dashboard refresh summarises only the newest steps
+        settled = window.now.at - 2 * self.tiers[0][0]
+        views = []
+        for start in window.starts:
+            if not window.has(start):
+                views.append(_NO_VIEW)
+                continue
+            key = (step, start, group_by)
+            view = self._views.get(key)
+            if view is None:
+                changes = window.sums([start])
+                view = _view(group_by, summarize(_samples(changes, start + step, start)))
+                if start + step <= settled:
+                    self._remember(key, view)
+            views.append(view)
+        return _document(group_by, step, window.starts, views, window.instances)
 
     def rollup(self, window_s: int, bucket_s: int) -> list[dict[str, Any]]:
         """Every request over the window, per ``bucket_s`` (the seed's ``group_by=hour|day``)."""
-        step, starts, sums, _, _ = self.steps(window_s)
-        if bucket_s > step:
-            first = starts[0] - starts[0] % bucket_s
-            starts, step, sums = _coarser(starts, sums, bucket_s, first)
+        window = self.window(window_s)
+        if bucket_s > window.step:
+            window = window.coarser(bucket_s)
         rows = []
-        for start in starts:
-            total = summarize(_samples(sums.get(start, {}), start + step, start)).total
+        for start in window.starts:
+            changes = window.sums([start])
+            total = summarize(_samples(changes, start + window.step, start)).total
             rows.append({"start": start, **_route_point(total)})
         return rows
 
@@ -355,16 +372,49 @@ class History:
         ]
 
 
-def _coarser(
-    starts: list[int], sums: Mapping[int, Mapping[SampleKey, float]], step: int, first: int
-) -> tuple[list[int], int, dict[int, dict[SampleKey, float]]]:
-    out: dict[int, dict[SampleKey, float]] = {}
-    for start in starts:
-        bucket = start - (start - first) % step
-        into = out.setdefault(bucket, {})
-        for key, value in sums.get(start, {}).items():
-            into[key] = into.get(key, 0.0) + value
-    return list(range(first, starts[-1] + 1, step)), step, out
+@dataclass(slots=True)
+class _Window:
+    """A window's records per step start, read from the store but summed only on demand."""
+
+    store: Store
+    step: int
+    starts: list[int]
+    records: dict[int, list[Record]]
+    live: dict[SampleKey, float]
+    current: int
+    instances: list[str]
+    now: Samples
+
+    def has(self, start: int) -> bool:
+        return start in self.records or (start == self.current and bool(self.live))
+
+    def coarser(self, step: int) -> _Window:
+        """The same records in steps of ``step`` (a multiple of this one), aligned to it."""
+        first = self.starts[0] - self.starts[0] % step
+        records: dict[int, list[Record]] = {}
+        for start, found in self.records.items():
+            records.setdefault(start - (start - first) % step, []).extend(found)
+        current = self.current - (self.current - first) % step
+        starts = list(range(first, current + 1, step))
+        return _Window(
+            self.store, step, starts, records, self.live, current, self.instances, self.now
+        )
+
+    def sums(self, starts: Iterable[int]) -> dict[SampleKey, float]:
+        """The samples that changed over these steps, summed."""
+        chosen = list(starts)
+        found = [r for start in chosen for r in self.records.get(start, ())]
+        names = self.store.keys({i for ids, _ in found for i in ids})
+        out: dict[SampleKey, float] = {}
+        for ids, vals in found:
+            for i, value in zip(ids, vals, strict=True):
+                key = names.get(i)
+                if key is not None:
+                    out[key] = out.get(key, 0.0) + value
+        if self.live and self.current in chosen:
+            for key, value in self.live.items():
+                out[key] = out.get(key, 0.0) + value
+        return out
 
 
 def _samples(sums: Mapping[SampleKey, float], at: float, since: float) -> Samples:
@@ -435,36 +485,62 @@ def _points(group_by: str, snapshot: Stats) -> dict[tuple[str, ...], dict[str, A
     return {(u.provider, u.model or ""): _upstream_point(u) for u in snapshot.models}
 
 
+@dataclass(frozen=True, slots=True)
+class _View:
+    """What one step contributes to the document: per group, all routes, by outcome, per
+    provider (attempts, errors, of them rate limited)."""
+
+    points: Mapping[tuple[str, ...], Mapping[str, Any]]
+    total: Mapping[str, Any]
+    outcomes: Mapping[str, int]
+    providers: Mapping[str, tuple[int, int, int]]
+
+
+_NO_VIEW: Final = _View({}, _EMPTY_POINT, {}, {})
+_MAX_VIEWS: Final = 20_000
+
+
+def _view(group_by: str, snapshot: Stats) -> _View:
+    total = snapshot.total
+    return _View(
+        _points(group_by, snapshot),
+        _route_point(total),
+        {"ok": total.requests - total.errors, **total.errors_by_type},
+        {
+            p.provider: (
+                p.attempts,
+                p.errors,
+                sum(p.errors_by_type.get(k, 0) for k in RATE_LIMITED),
+            )
+            for p in snapshot.providers
+        },
+    )
+
+
 def _document(
-    group_by: str, step: int, starts: list[int], snapshots: list[Stats], instances: list[str]
+    group_by: str, step: int, starts: list[int], views: list[_View], instances: list[str]
 ) -> dict[str, Any]:
     names = _KEY_NAMES[group_by]
-    per_step = [_points(group_by, s) for s in snapshots]
-    keys = sorted({k for points in per_step for k in points})
+    keys = sorted({k for view in views for k in view.points})
     series = []
     for key in keys:
         row: dict[str, Any] = dict(zip(names, key, strict=True))
         for field in _EMPTY_POINT:
-            row[field] = [points.get(key, _EMPTY_POINT)[field] for points in per_step]
+            row[field] = [view.points.get(key, _EMPTY_POINT)[field] for view in views]
         series.append(row)
     series.sort(key=lambda r: -sum(r["requests"]))
-
-    outcomes: dict[str, list[int]] = {"ok": [s.total.requests - s.total.errors for s in snapshots]}
-    for kind in sorted({k for s in snapshots for k in s.total.errors_by_type}):
-        outcomes[kind] = [s.total.errors_by_type.get(kind, 0) for s in snapshots]
-
+    outcomes = {"ok": [view.outcomes.get("ok", 0) for view in views]}
+    for kind in sorted({k for view in views for k in view.outcomes} - {"ok"}):
+        outcomes[kind] = [view.outcomes.get(kind, 0) for view in views]
     providers = []
-    for provider in sorted({p.provider for s in snapshots for p in s.providers}):
-        rows = [next((p for p in s.providers if p.provider == provider), None) for s in snapshots]
+    for provider in sorted({p for view in views for p in view.providers}):
+        rows = [view.providers.get(provider, (0, 0, 0)) for view in views]
         providers.append(
             {
                 "provider": provider,
-                "attempts": [0 if r is None else r.attempts for r in rows],
-                "errors": [0 if r is None else r.errors for r in rows],
-                "rate_limited": [
-                    0 if r is None else sum(r.errors_by_type.get(k, 0) for k in RATE_LIMITED)
-                    for r in rows
-                ],
+                "attempts": [r[0] for r in rows],
+                "errors": [r[1] for r in rows],
+                "rate_limited": [r[2] for r in rows],
             }
         )
     return {
@@ -472,6 +548,7 @@ def _document(
         "step_s": step,
         "timestamps": starts,
         "series": series,
+        "total": {field: [view.total[field] for view in views] for field in _EMPTY_POINT},
         "outcomes": outcomes,
         "providers": providers,
         "instances": instances,

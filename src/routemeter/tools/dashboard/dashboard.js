@@ -522,15 +522,21 @@
     return isNum(v) ? (v >= 100 ? v.toFixed(0) : Number(v.toPrecision(3)).toString()) + "/s" : DASH;
   }
 
+  const ALL_ROUTES = "*"; // as in /metrics/stats: no route label may contain "*"
+
   function renderLatency(h) {
-    const routes = (h.series || []).map((s) => ({ name: s.route, requests: sumOf(s.requests), s }));
+    const routes = (h.series || []).map((s) => ({ name: s.route, label: s.route, requests: sumOf(s.requests), s }));
     routes.sort((a, b) => b.requests - a.requests || String(a.name).localeCompare(String(b.name)));
+    if (h.total && routes.length > 1) {
+      // every route together: the percentiles of all requests, not an average of routes'
+      routes.unshift({ name: ALL_ROUTES, label: "all routes", requests: sumOf(h.total.requests), s: h.total });
+    }
     const select = $("latency-route");
     const names = routes.map((r) => r.name);
     if (!names.includes(state.latencyRoute)) state.latencyRoute = names.length ? names[0] : null;
     const current = Array.from(select.options).map((o) => o.value);
     if (JSON.stringify(current) !== JSON.stringify(names)) {
-      select.replaceChildren(...names.map((n) => el("option", { text: n, attrs: { value: n } })));
+      select.replaceChildren(...routes.map((r) => el("option", { text: r.label, attrs: { value: r.name } })));
     }
     if (state.latencyRoute !== null) select.value = state.latencyRoute;
     select.disabled = names.length < 2;
