@@ -211,3 +211,22 @@ def test_mounted_pages_ask_for_the_token(path):
         allowed = client.get(path, headers={"authorization": f"Bearer {TOKEN}"})
     assert refused.status_code == 401
     assert allowed.status_code == 200
+
+
+def test_request_ids_with_the_opentelemetry_middleware_too():
+    """With ROUTEMETER_HTTP_INSTRUMENTATION=opentelemetry requests still get and return ids."""
+    routemeter.setup(
+        exporters="prometheus",
+        prometheus_server=False,
+        set_global=False,
+        http_instrumentation="opentelemetry",
+    )
+    with serve(_app()) as url, httpx.Client(base_url=url, timeout=10) as client:
+        [made] = _post(client, 1)
+        kept = client.post(
+            "/v1/chat/completions", json={"model": "gpt-4o"}, headers={"x-request-id": "abc"}
+        )
+        found = client.get(f"/metrics/requests/{made}")
+    assert kept.headers["x-request-id"] == "abc"
+    assert found.status_code == 200
+    assert found.json()["route"] == "think"

@@ -13,7 +13,7 @@ import asyncio
 import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Final
+from typing import Any
 from urllib.parse import parse_qsl
 
 from routemeter._report import report
@@ -27,14 +27,22 @@ from routemeter.export._guard import (
     is_loopback,
     warn_once,
 )
-from routemeter.integrations._http import ASGIApp, HttpMetrics, Message, Receive, Scope, Send
+from routemeter.integrations._http import (
+    ASGIApp,
+    HttpMetrics,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    request_id_of,
+    with_request_id,
+)
 from routemeter.integrations._workers import WorkerCheck, shared_port_body
 from routemeter.recording import _otel_private
 from routemeter.request import _recent
 from routemeter.tools import _pages
 
 _log = logging.getLogger("routemeter")
-_REQUEST_ID: Final = b"x-request-id"
 
 
 def instrument_app(app: ASGIApp, *, metrics_path: str | None = None) -> ASGIApp:
@@ -56,7 +64,8 @@ def instrument_app(app: ASGIApp, *, metrics_path: str | None = None) -> ASGIApp:
     if handle.config.http_instrumentation == "opentelemetry":
         instrumented = _opentelemetry_middleware(app, excluded, handle.meter_provider)
     else:
-        instrumented = HttpMetrics(app, excluded_path=excluded)
+        instrumented = HttpMetrics(app, excluded_path=excluded, request_ids=True)
+    with_ids = not isinstance(instrumented, HttpMetrics)
     token = handle.config.metrics_token
     workers = WorkerCheck()
 
@@ -77,7 +86,7 @@ def instrument_app(app: ASGIApp, *, metrics_path: str | None = None) -> ASGIApp:
         if kind == "lifespan":
             await _lifespan(app, scope, receive, send)
             return
-        if kind == "http" and _recent.ring is not None:
+        if with_ids and kind == "http" and _recent.ring is not None:
             await _with_request_id(instrumented, scope, receive, send)
             return
         await instrumented(scope, receive, send)
@@ -86,17 +95,14 @@ def instrument_app(app: ASGIApp, *, metrics_path: str | None = None) -> ASGIApp:
 
 
 async def _with_request_id(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
-    """Run ``app`` with the request's id current (the client's ``x-request-id`` when it is a
-    plain token, else a new one) and the id on the response, unless the app set its own."""
-    request_id = _request_id(scope)
+    """What ``HttpMetrics(request_ids=True)`` does for opentelemetry-instrumentation-asgi's
+    middleware: the request's id current while it runs, and on the response."""
+    request_id = request_id_of(scope)
 
     async def send_with_id(message: Message) -> None:
         if message.get("type") == "http.response.start":
             try:
-                listed = list(message.get("headers") or ())
-                if not any(k.lower() == _REQUEST_ID for k, _ in listed):
-                    listed.append((_REQUEST_ID, request_id.encode("ascii")))
-                    message = {**message, "headers": listed}
+                message = with_request_id(message, message.get("headers"), request_id)
             except Exception as e:
                 report("request id", e)
         await send(message)
@@ -106,16 +112,6 @@ async def _with_request_id(app: ASGIApp, scope: Scope, receive: Receive, send: S
         await app(scope, receive, send_with_id)
     finally:
         _recent.request_id.reset(token)
-
-
-def _request_id(scope: Scope) -> str:
-    try:
-        for name, value in scope.get("headers") or ():
-            if name.lower() == _REQUEST_ID:
-                return _recent.client_id(value) or _recent.new_id()
-    except Exception as e:
-        report("request id", e)
-    return _recent.new_id()
 
 
 def _pages_app(prefix: str) -> ASGIApp:

@@ -36,6 +36,7 @@ from routemeter.export import _setup
 from routemeter.recording._http import KNOWN_METHODS, Raw
 from routemeter.recording._recorder import Recorder
 from routemeter.recording._semconv import OTHER
+from routemeter.request import _recent
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -51,6 +52,7 @@ CAPTURE_ALL_METHODS: Final = "OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHO
 _METHODS: Final = {m: m for m in KNOWN_METHODS}
 """The fast path: a method already in its normal form."""
 _CONTENT_LENGTH: Final = b"content-length"
+_REQUEST_ID: Final = b"x-request-id"
 
 
 class HttpMetrics:
@@ -59,11 +61,16 @@ class HttpMetrics:
     request but those to ``excluded_path``, into the active recorder (``setup()``'s). Recording
     never raises into the app; the app's own exceptions pass through unchanged."""
 
-    __slots__ = ("all_methods", "app", "excluded_path")
+    __slots__ = ("all_methods", "app", "excluded_path", "request_ids")
 
-    def __init__(self, app: ASGIApp, *, excluded_path: str | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, *, excluded_path: str | None = None, request_ids: bool = False
+    ) -> None:
         self.app = app
         self.excluded_path = excluded_path
+        self.request_ids = request_ids
+        """Also give each request an id (``x-request-id``, ``request/_recent.request_id``) while the
+        recent-requests view keeps requests: done here, it shares this middleware's ``send``."""
         self.all_methods = bool(os.environ.get(CAPTURE_ALL_METHODS))
         """Read once, as the instrumentation reads it when it is built."""
 
@@ -81,13 +88,17 @@ class HttpMetrics:
         start = _clock()
         status: Any = None
         response_size: int | None = None
+        request_id = request_id_of(scope) if self.request_ids and _recent.ring is not None else None
 
         async def measured_send(message: Message) -> None:
             nonlocal status, response_size
             if message.get("type") == "http.response.start":
                 try:
                     status = message.get("status")
-                    response_size = content_length(message.get("headers"))
+                    headers = message.get("headers")
+                    response_size = content_length(headers)
+                    if request_id is not None:
+                        message = with_request_id(message, headers, request_id)
                 except Exception as e:
                     report("http metrics", e)
             await send(message)
@@ -101,12 +112,15 @@ class HttpMetrics:
             return
         began = recorder.http_begin(method, scheme, measured_send)  # the closure: a token
         error: str | None = None
+        current = None if request_id is None else _recent.request_id.set(request_id)
         try:
             await self.app(scope, receive, measured_send)
         except BaseException as e:
             error = type(e).__name__  # the class name only: no traceback kept alive
             raise
         finally:
+            if current is not None:
+                _recent.request_id.reset(current)
             _finish(
                 recorder, began, measured_send, scope, method, scheme, start, status,
                 response_size, error,
@@ -141,6 +155,27 @@ def _finish(
     except Exception as e:
         report("http metrics", e)
     recorder.http_end(began, token, raw, max(duration, 0.0), request_size, response_size)
+
+
+def request_id_of(scope: Scope) -> str:
+    """The request's id: its ``x-request-id`` when that is a plain token, else a new one."""
+    try:
+        for name, value in scope.get("headers") or ():
+            if len(name) == 12 and name.lower() == _REQUEST_ID:
+                return _recent.client_id(value) or _recent.new_id()
+    except Exception as e:
+        report("request id", e)
+    return _recent.new_id()
+
+
+def with_request_id(message: Message, headers: Any, request_id: str) -> Message:
+    """A response start with ``x-request-id`` added, unless the app set its own."""
+    listed = list(headers or ())
+    for name, _ in listed:
+        if len(name) == 12 and name.lower() == _REQUEST_ID:
+            return message
+    listed.append((_REQUEST_ID, request_id.encode("ascii")))
+    return {**message, "headers": listed}
 
 
 def normal_method(method: Any, all_methods: bool = False) -> str | None:
