@@ -14,7 +14,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from routemeter._config import Config, ConfigError
-from routemeter.request._events import cache_entries, cache_evicted, cooldown, ratelimit_remaining
+from routemeter.request._events import (
+    cache_entries,
+    cache_evicted,
+    cooldown,
+    ratelimit_remaining,
+    recovered,
+)
+from routemeter.request._policy import SLO
 from routemeter.request._ratelimit import ratelimit_from_headers
 from routemeter.request._record import Attempt, Decision, Request, current
 from routemeter.request._route import route
@@ -28,6 +35,7 @@ if TYPE_CHECKING:
     from routemeter.tools._stats import Stats
 
 __all__ = [
+    "SLO",
     "Attempt",
     "Config",
     "ConfigError",
@@ -42,6 +50,7 @@ __all__ = [
     "instrument_app",
     "ratelimit_from_headers",
     "ratelimit_remaining",
+    "recovered",
     "route",
     "setup",
     "shutdown",
@@ -66,7 +75,7 @@ def setup(
     handle = _setup(
         readers=readers, meter_provider=meter_provider, set_global=set_global, **settings
     )
-    _pages.start(handle)
+    _pages.start(handle)  # the history sampler and the pages beside /metrics
     return handle
 
 
@@ -76,7 +85,7 @@ def shutdown(timeout_s: float | None = None) -> None:
     from routemeter.export._setup import shutdown as _shutdown
     from routemeter.tools import _pages
 
-    _pages.stop()
+    _pages.stop()  # the history's last step first, while the recorder still answers
     _shutdown(timeout_s)
 
 

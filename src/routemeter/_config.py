@@ -286,6 +286,11 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             " exact genai-prices model ids always pass."),
     Setting("max_providers", ("ROUTEMETER_MAX_PROVIDERS",), 20, _int_range(0, 10_000),
             "Other provider names admitted (first seen) before the rest become `_OTHER`."),
+    Setting("tenants", ("ROUTEMETER_TENANTS",), (), _names,
+            "Tenant names (`rec.tenant(...)`, `llm.router.tenant`) that always pass the"
+            " allow-list (comma-separated); key- and email-shaped names never do."),
+    Setting("max_tenants", ("ROUTEMETER_MAX_TENANTS",), 20, _int_range(0, 10_000),
+            "Other tenant names admitted (first seen) before the rest become `_OTHER`."),
     Setting("prices_file", ("ROUTEMETER_PRICES_FILE",), None, _text,
             "JSON or TOML file of per-million-token prices that override or add models."),
     Setting("recent_requests", ("ROUTEMETER_RECENT_REQUESTS",), 200, _int_range(0, 10_000),
@@ -337,6 +342,8 @@ class Config:
     providers: tuple[str, ...]
     max_models: int
     max_providers: int
+    tenants: tuple[str, ...]
+    max_tenants: int
     prices_file: str | None
     recent_requests: int
     history_retention: str

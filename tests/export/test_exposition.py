@@ -10,7 +10,7 @@ from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client import CollectorRegistry, generate_latest
 
-from recording.aggregate.test_recorder import PRICES, RESOURCE, SCOPE, Headroom, work
+from recording.aggregate.test_recorder import PRICES, RESOURCE, SCOPE, Headroom, Rotation, work
 from routemeter._config import load
 from routemeter.export._exposition import Exposition, render
 from routemeter.export._setup import _bounds
@@ -40,6 +40,12 @@ class Pair:
     def record(self, item) -> None:
         if isinstance(item, Headroom):
             self.agg.ratelimit_remaining(item.provider, item.model, item.kind, item.value)
+            return
+        if isinstance(item, Rotation):
+            if item.cooled:
+                self.agg.cooldown(item.provider, item.model, "429", item.seconds)
+            else:
+                self.agg.recovered(item.provider, item.model)
             return
         rec = item if isinstance(item, Request) else item.build(self.agg)
         self.agg.begin(rec)

@@ -234,7 +234,7 @@ def _check_against(prom: PrometheusServer, ledger: Ledger) -> None:
 
     # The alert rules load into the same Prometheus and evaluate without errors on real data.
     rules = _rules_health(prom)
-    assert len(rules) == 14
+    assert len(rules) == 19
     assert [(r["name"], r.get("lastError")) for r in rules if r["health"] != "ok"] == []
     for rule in rules:
         if rule["type"] == "recording":

@@ -54,7 +54,7 @@ def test_prometheus_config_passes_promtool_as_compose_mounts_it(tmp_path: Path):
     assert result.returncode == 0, output
     assert "SUCCESS: 1 rule files found" in output
     assert f"{RULES.name}" in output
-    assert "SUCCESS: 14 rules found" in output
+    assert "SUCCESS: 19 rules found" in output
 
 
 def test_rule_files_resolve_to_the_repository_rules():

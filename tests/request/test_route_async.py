@@ -56,7 +56,8 @@ async def test_async_exception_reraised(metrics: Capture):
 
 
 async def test_cancellation_is_recorded_and_propagates(metrics: Capture):
-    """A cancelled handler re-raises CancelledError and still commits its request."""
+    """A cancelled handler (its client went away) re-raises CancelledError and commits its
+    request with error.type=client_closed."""
     started = asyncio.Event()
 
     @routemeter.route("default")
@@ -69,7 +70,7 @@ async def test_cancellation_is_recorded_and_propagates(metrics: Capture):
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert metrics.count(DURATION, {"error.type": "CancelledError"}) == 1
+    assert metrics.count(DURATION, {"error.type": "client_closed"}) == 1
     assert metrics.value("llm.router.requests.active") == 0
 
 

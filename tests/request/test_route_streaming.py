@@ -163,7 +163,7 @@ async def test_consumer_stopping_early_commits_once(metrics: Capture):
     assert await anext(stream) == 0
     await stream.aclose()
     assert closed.is_set()
-    assert metrics.count(DURATION, {"error.type": "GeneratorExit"}) == 1
+    assert metrics.count(DURATION, {"error.type": "client_closed"}) == 1
     assert metrics.value("llm.router.requests.active") == 0
 
 

@@ -373,10 +373,16 @@ def _handlers(router: Router, label: str) -> tuple[Completer, Streamer]:
     """The two handlers of one route label: a coroutine and an async generator."""
     upstreams = router.upstreams
 
-    @routemeter.route(label)
+    @routemeter.route(
+        label,
+        baseline_model="claude-sonnet-4-5",  # savings: against sending everything to Sonnet
+        slo=routemeter.SLO(duration_s=2.5),
+    )
     async def complete(call: Call) -> Response:
         rec = routemeter.current()
         rec.requested(call.facts.requested_model)
+        if isinstance(call.body.get("user"), str):
+            rec.tenant(call.body["user"])  # an app-chosen name; key-shaped ones fold to _OTHER
         if not router.admit(call):
             rec.rate_limited()
             return call.error_response()
@@ -411,10 +417,16 @@ def _handlers(router: Router, label: str) -> tuple[Completer, Streamer]:
         rec.error(502)  # what the client gets; each attempt keeps its own error.type
         return call.error_response()
 
-    @routemeter.route(label)
+    @routemeter.route(
+        label,
+        baseline_model="claude-sonnet-4-5",
+        slo=routemeter.SLO(ttft_s=1.0, duration_s=10.0),
+    )
     async def stream(call: Call) -> AsyncGenerator[bytes, None]:
         rec = routemeter.current()
         rec.requested(call.facts.requested_model)
+        if isinstance(call.body.get("user"), str):
+            rec.tenant(call.body["user"])
         if not router.admit(call):
             rec.rate_limited()
             return  # nothing yielded: the endpoint answers call.error_response()

@@ -38,7 +38,7 @@ from routemeter._report import report
 from routemeter.export import _readers
 from routemeter.export._exposition import Exposition
 from routemeter.recording import _otel_private
-from routemeter.recording._bounds import Bounded, Bounds
+from routemeter.recording._bounds import TENANT, Bounded, Bounds
 from routemeter.recording._instruments import DURATION_BUCKETS
 from routemeter.recording._pricing import Prices, known_model_ids, load_prices_file
 from routemeter.recording._recorder import Recorder, SdkRecorder
@@ -143,6 +143,7 @@ def _bounds(config: Config) -> Bounds:
         requested_models=Bounded(
             "gen_ai.request.model (client)", config.models, config.max_models, priced
         ),
+        tenants=Bounded(TENANT, config.tenants, config.max_tenants),
     )
 
 

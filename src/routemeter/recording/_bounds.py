@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Final
 
 from routemeter.recording._semconv import OTHER
@@ -23,7 +23,17 @@ class Bounded:
     Lookups of admitted values are one dict access; the lock is taken only to admit.
     """
 
-    __slots__ = ("_accept", "_known", "_lock", "_seen", "_used", "limit", "name", "rejected")
+    __slots__ = (
+        "_accept",
+        "_known",
+        "_lock",
+        "_refused",
+        "_seen",
+        "_used",
+        "limit",
+        "name",
+        "rejected",
+    )
 
     def __init__(
         self,
@@ -42,6 +52,10 @@ class Bounded:
         self._lock = threading.Lock()
         self._used = 0
         self.rejected = 0
+        """Distinct values folded into ``_OTHER`` (``routemeter.attribute.rejected``); past
+        ``MAX_REFUSED_KEPT`` of them, every fold counts."""
+        self._refused: set[int] = set()
+        """Hashes of the values refused, never the values: a refused value may be a secret."""
 
     def __call__(self, value: object) -> str:
         if type(value) is str:
@@ -51,18 +65,26 @@ class Bounded:
             return self._admit(value)
         return OTHER
 
+    def _refuse(self, value: str) -> str:
+        refused = self._refused
+        h = hash(value)
+        if h not in refused:
+            self.rejected += 1
+            if len(refused) < MAX_REFUSED_KEPT:
+                refused.add(h)
+        return OTHER
+
     def _admit(self, value: str) -> str:
         if not self._accept(value):
-            self.rejected += 1
-            return OTHER
+            with self._lock:
+                return self._refuse(value)
         known = self._known is not None and self._known(value)
         with self._lock:
             if value in self._seen:
                 return value
             if not known:
                 if self._used >= self.limit:
-                    self.rejected += 1
-                    return OTHER
+                    return self._refuse(value)
                 self._used += 1
             self._seen[value] = value
             return value
@@ -96,8 +118,17 @@ class Bounds:
     )
     """Methods beyond the known ones, which only pass when
     ``OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS`` is set (else they are ``_OTHER``)."""
+    tenants: Bounded = field(default_factory=lambda: Bounded(TENANT, limit=20))
+    """``llm.router.tenant``: ``ROUTEMETER_TENANTS`` always pass, then the first
+    ``ROUTEMETER_MAX_TENANTS`` others seen (``setup()`` builds it from the config)."""
+
+    def all(self) -> tuple[Bounded, ...]:
+        """Every allow-list, for ``routemeter.attribute.rejected``."""
+        return tuple(getattr(self, f.name) for f in fields(self))
 
 
+MAX_REFUSED_KEPT: Final = 10_000
+TENANT: Final = "llm.router.tenant"
 HTTP_ROUTE_LIMIT: Final = 200
 """Distinct ``http.route`` templates before the rest become ``_OTHER``: they come from the app's
 router, so an app reaches this only with path parameters mounted into its prefixes."""

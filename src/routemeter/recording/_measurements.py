@@ -18,13 +18,14 @@ observations (``gap_values``).
 
 from __future__ import annotations
 
+from math import inf
 from time import perf_counter
 from typing import Any, Final
 
 from routemeter.recording import _instruments as ins
 from routemeter.recording import _semconv as sc
-from routemeter.recording._bounds import Bounds
-from routemeter.recording._pricing import Prices
+from routemeter.recording._bounds import Bounded, Bounds
+from routemeter.recording._pricing import Prices, Rates
 from routemeter.request._record import ChunkGaps, Request, iter_marks
 from routemeter.request._usage import EMPTY
 
@@ -74,26 +75,42 @@ REMAINING_REQUESTS: Final = _INDEX[sc.LLM_ROUTER_RATELIMIT_REMAINING_REQUESTS]
 REMAINING_TOKENS: Final = _INDEX[sc.LLM_ROUTER_RATELIMIT_REMAINING_TOKENS]
 REJECTIONS: Final = _INDEX[sc.LLM_ROUTER_RATELIMIT_REJECTIONS]
 COOLDOWNS: Final = _INDEX[sc.LLM_ROUTER_COOLDOWNS]
+BASELINE_COST: Final = _INDEX[sc.LLM_ROUTER_BASELINE_COST]
+COST_UNPRICED: Final = _INDEX[sc.LLM_ROUTER_COST_UNPRICED]
+OVERHEAD: Final = _INDEX[sc.LLM_ROUTER_OVERHEAD_DURATION]
+ATTEMPTS: Final = _INDEX[sc.LLM_ROUTER_REQUEST_ATTEMPTS]
+GOOD: Final = _INDEX[sc.LLM_ROUTER_REQUESTS_GOOD]
+AVAILABLE: Final = _INDEX[sc.LLM_ROUTER_UPSTREAM_AVAILABLE]
+PRICES_INFO: Final = _INDEX[sc.LLM_ROUTER_PRICES_INFO]
+ATTRIBUTE_REJECTED: Final = _INDEX[sc.ROUTEMETER_ATTRIBUTE_REJECTED]
+INTERNAL_ERRORS: Final = _INDEX[sc.ROUTEMETER_INTERNAL_ERRORS]
 
 _HIT: Final = "hit"
 _MISS: Final = "miss"
-_TOKEN_TYPES: Final = (
-    sc.TOKEN_INPUT,
-    sc.TOKEN_OUTPUT,
-    sc.TOKEN_CACHE_READ,
-    sc.TOKEN_CACHE_CREATION,
-    sc.TOKEN_REASONING,
-)
 
 
 class RouteCells:
     """The points a route label owns whatever it routes to."""
 
-    __slots__ = ("active", "decision_duration")
+    __slots__ = ("active", "attempts", "decision_duration", "good", "good_by", "overhead", "route")
 
     def __init__(self, route: tuple[str, str]) -> None:
+        self.route = route
         self.active = Cell(ACTIVE, route)
         self.decision_duration = Cell(DECISION_DURATION, route)
+        self.overhead = Cell(OVERHEAD, route)
+        self.attempts = Cell(ATTEMPTS, route)
+        self.good = Cell(GOOD, (*route, None))
+        self.good_by: dict[str, Cell] = {}
+        """``good`` per bounded tenant."""
+
+    def good_for(self, tenant: str) -> Cell:
+        cell = self.good_by.get(tenant)
+        if cell is None:
+            cell = Cell(GOOD, (*self.route, tenant))
+            if len(self.good_by) < Keys.LIMIT:
+                self.good_by[tenant] = cell
+        return cell
 
 
 class ServerCells:
@@ -102,11 +119,23 @@ class ServerCells:
     __slots__ = ("duration", "tpot", "ttft")
 
     def __init__(self, raw: tuple[Any, ...]) -> None:
-        route, provider, requested, response_model, error = raw
+        route, provider, requested, response_model, error, tenant = raw
         server = (*route, provider, requested, response_model)
-        self.duration = Cell(SERVER_DURATION, (*server, error))
-        self.ttft = Cell(TTFT, server)
-        self.tpot = Cell(TPOT, server)
+        self.duration = Cell(SERVER_DURATION, (*server, error, tenant))
+        self.ttft = Cell(TTFT, (*server, tenant))
+        self.tpot = Cell(TPOT, (*server, tenant))
+
+
+class Spend:
+    """An attempt's token and cost points for one outcome (``error.type``) and tenant."""
+
+    __slots__ = ("cost", "tokens")
+
+    def __init__(
+        self, base: tuple[Any, ...], types: tuple[str, ...], extra: tuple[Any, ...]
+    ) -> None:
+        self.tokens = tuple(Cell(TOKENS, (*base, t, *extra)) for t in types)
+        self.cost = Cell(COST, (*base, *extra))
 
 
 class AttemptKeys:
@@ -114,22 +143,30 @@ class AttemptKeys:
 
     __slots__ = (
         "base",
-        "cost",
         "duration_failed",
         "duration_ok",
         "flat",
+        "ok",
         "rates",
         "servers",
-        "tokens",
+        "spends",
+        "token_types",
         "tpoc",
         "ttfc",
+        "unpriced_no_usage",
+        "unpriced_unknown",
         "usage_input",
         "usage_output",
         "with_attempt",
     )
 
     def __init__(
-        self, b: Bounds, prices: Prices, route: tuple[str, str], raw: tuple[Any, ...]
+        self,
+        b: Bounds,
+        prices: Prices,
+        route: tuple[str, str],
+        raw: tuple[Any, ...],
+        token_types: tuple[str, ...] = sc.token_types(False),
     ) -> None:
         _, provider_raw, model_raw, response_raw, address_raw, port_raw = raw
         provider = b.providers(provider_raw)
@@ -145,10 +182,16 @@ class AttemptKeys:
         self.tpoc = Cell(TPOC, attempt)
         self.usage_input = Cell(TOKEN_USAGE, (*attempt, sc.TOKEN_INPUT))
         self.usage_output = Cell(TOKEN_USAGE, (*attempt, sc.TOKEN_OUTPUT))
-        self.tokens = tuple(Cell(TOKENS, (*base, t)) for t in _TOKEN_TYPES)
-        self.cost = Cell(COST, base)
-        self.servers: dict[str | None, ServerCells] = {}
-        """Server-side points of successful requests this attempt served, by requested model."""
+        self.token_types = token_types
+        self.ok = Spend(base, token_types, (None, None))
+        """Tokens and cost of a successful attempt for no named tenant (the common case)."""
+        self.spends: dict[tuple[str | None, str | None], Spend] = {}
+        """Tokens and cost by (``error.type``, tenant), both bounded."""
+        self.unpriced_unknown = Cell(COST_UNPRICED, (*base, sc.UNPRICED_UNKNOWN_MODEL))
+        self.unpriced_no_usage = Cell(COST_UNPRICED, (*base, sc.UNPRICED_NO_USAGE))
+        self.servers: dict[Any, ServerCells] = {}
+        """Server-side points of successful requests this attempt served, by requested model
+        (and tenant, as a pair, when one is named)."""
         self.rates = None
         if provider != sc.OTHER:
             priced = response_model or model
@@ -161,6 +204,16 @@ class AttemptKeys:
         of usage without cache tokens, computed inline at commit exactly as ``Rates.cost``."""
         if self.rates is not None and self.rates.flat is not None:
             self.flat = (self.rates.per_request, self.rates.flat[0], self.rates.flat[1])
+
+    def spend(self, error: str | None, tenant: str | None) -> Spend:
+        """The token and cost points of an attempt that ended with ``error`` for ``tenant``."""
+        key = (error, tenant)
+        found = self.spends.get(key)
+        if found is None:
+            found = Spend(self.base, self.token_types, key)
+            if len(self.spends) < Keys.LIMIT:
+                self.spends[key] = found
+        return found
 
     def duration(self, error: str) -> Cell:
         """The duration point of an attempt that failed with ``error`` (already bounded)."""
@@ -187,6 +240,32 @@ class Keys:
         self.routes: dict[tuple[str, str], RouteCells] = {}
         self.servers: dict[tuple[Any, ...], ServerCells] = {}
         self.requested_seen = bounds.requested_models.seen
+        self.tenants_seen = bounds.tenants.seen
+        self.priced = False
+        """Whether any model was priced yet: ``llm.router.prices.info`` reports from then on,
+        beside the costs it explains."""
+        self.token_types = sc.token_types(sc.latest_experimental())
+        self.baselines = Bounded("llm.router.baseline.model", limit=0, known=self._priced)
+        """Baseline models pass when priced; the rest fold (``routemeter.attribute.rejected``)
+        and count no baseline cost."""
+        self.baseline_seen = self.baselines.seen
+        self.baseline: dict[tuple[Any, ...], tuple[Cell, Rates] | None] = {}
+        """(route, bounded baseline model, bounded tenant) -> its point and rates, or None."""
+
+    def _priced(self, model: str) -> bool:
+        return self.prices.baseline_rates(model) is not None
+
+    def baseline_for(self, raw: tuple[Any, ...]) -> tuple[Cell, Rates] | None:
+        route, model, tenant = raw
+        found = None
+        if model != sc.OTHER:
+            rates = self.prices.baseline_rates(model)
+            if rates is not None:
+                found = (Cell(BASELINE_COST, (*route, model, tenant)), rates)
+                self.priced = True
+        if len(self.baseline) < self.LIMIT:
+            self.baseline[raw] = found
+        return found
 
     def decision(self, raw: tuple[Any, ...]) -> Cell:
         route, requested, provider, model, reason = raw
@@ -198,7 +277,9 @@ class Keys:
         return cell
 
     def attempt(self, raw: tuple[Any, ...]) -> AttemptKeys:
-        keys = AttemptKeys(self.bounds, self.prices, raw[0], raw)
+        keys = AttemptKeys(self.bounds, self.prices, raw[0], raw, self.token_types)
+        if keys.rates is not None:
+            self.priced = True
         if len(self.attempts) < self.LIMIT:
             self.attempts[raw] = keys
         return keys
@@ -249,20 +330,25 @@ def folded_measurements(rec: Request, keys: Keys, active: bool = True) -> Folded
         requested = None
     else:
         requested = keys.requested_seen.get(raw_requested) or b.requested_models(raw_requested)
+    raw_tenant = rec.tenant_name
+    if raw_tenant is None:
+        tenant = None
+    else:
+        tenant = keys.tenants_seen.get(raw_tenant) or b.tenants(raw_tenant)
     observed: list[Measurement] = []
     counted: list[Measurement] = []
     folded: list[Folded] | None = None
     observe = observed.append
     count = counted.append
+    rc = keys.routes.get(route) or keys.route(route)
     if active:
-        count(((keys.routes.get(route) or keys.route(route)).active, -1))
+        count((rc.active, -1))
 
     d = rec.decision
     if d is not None:
         if d.timed:
             elapsed = (d.end or end) - d.start
-            cells = keys.routes.get(route) or keys.route(route)
-            observe((cells.decision_duration, elapsed if elapsed > 0.0 else 0.0))
+            observe((rc.decision_duration, elapsed if elapsed > 0.0 else 0.0))
         if d.provider is not None and d.model is not None:
             chosen = (route, requested, d.provider, d.model, d.reason)
             try:
@@ -272,9 +358,12 @@ def folded_measurements(rec: Request, keys: Keys, active: bool = True) -> Folded
             count((target, 1))
 
     served: AttemptKeys | None = None
+    served_usage = EMPTY
     last: AttemptKeys | None = None
     last_error: str | None = None
     output_tokens: int | None = None
+    upstream = 0.0  # time inside attempts: the union of their intervals (in start order)
+    covered = -inf
     for a in rec.attempts:
         raw = (route, a.provider, a.model, a.response_model, a.server_address, a.server_port)
         try:
@@ -291,12 +380,17 @@ def folded_measurements(rec: Request, keys: Keys, active: bool = True) -> Folded
             base, was = k.base, last.base
             count((Cell(FALLBACKS, (*route, base[2], base[3], was[2], was[3], last_error)), 1))
 
-        elapsed = (a.end if a.end is not None else end) - a.start
+        a_start = a.start
+        a_end = a.end if a.end is not None else end
+        elapsed = a_end - a_start
         observe((duration, elapsed if elapsed > 0.0 else 0.0))
+        if a_end > covered:
+            upstream += a_end - (a_start if a_start > covered else covered)
+            covered = a_end
 
         gaps = a.chunk_gaps
         if gaps is not None:
-            observe((k.ttfc, max(gaps.first - a.start, 0.0)))
+            observe((k.ttfc, max(gaps.first - a_start, 0.0)))
             if gaps.count:
                 if folded is None:
                     folded = []
@@ -304,14 +398,15 @@ def folded_measurements(rec: Request, keys: Keys, active: bool = True) -> Folded
         else:
             marks = a.chunk_marks
             if marks:
-                observe((k.ttfc, max(marks[0] - a.start, 0.0)))
+                observe((k.ttfc, max(marks[0] - a_start, 0.0)))
                 tpoc = k.tpoc
                 for gap in iter_marks(marks):
                     observe((tpoc, gap))
 
         used = a.used
         if used is not EMPTY:
-            tokens = k.tokens
+            spend = k.ok if error is None and tenant is None else k.spend(error, tenant)
+            tokens = spend.tokens
             input_tokens, output, cache_read, cache_creation, reasoning = used
             if input_tokens is not None:
                 observe((k.usage_input, input_tokens))
@@ -327,18 +422,26 @@ def folded_measurements(rec: Request, keys: Keys, active: bool = True) -> Folded
                 count((tokens[3], cache_creation))
             if reasoning:
                 count((tokens[4], reasoning))
-            if k.rates is not None and (input_tokens or output):
-                flat = k.flat
-                if flat is not None and not cache_read and not cache_creation:
-                    cost = flat[0] + (input_tokens or 0) * flat[1] + (output or 0) * flat[2]
+            if input_tokens or output:  # explicit zeros cost nothing: priced, not unpriced
+                if k.rates is not None:
+                    flat = k.flat
+                    if flat is not None and not cache_read and not cache_creation:
+                        cost = flat[0] + (input_tokens or 0) * flat[1] + (output or 0) * flat[2]
+                    else:
+                        cost = k.rates.cost(used)
+                    if cost:
+                        count((spend.cost, cost))
                 else:
-                    cost = k.rates.cost(used)
-                if cost:
-                    count((k.cost, cost))
+                    count((k.unpriced_unknown, 1))
+            elif error is None and input_tokens is None and output is None:
+                count((k.unpriced_no_usage, 1))
+        elif error is None:
+            count((k.unpriced_no_usage, 1))
 
         last, last_error = k, error
         if error is None:
             served = k
+            served_usage = used
             output_tokens = used.output
 
     error_type = rec.error_type
@@ -346,7 +449,8 @@ def folded_measurements(rec: Request, keys: Keys, active: bool = True) -> Folded
         error_type = last_error
     error_attr = b.errors(error_type) if error_type is not None else None
     who = served or last
-    server = served.servers.get(requested) if served is not None and error_attr is None else None
+    by = requested if tenant is None else (requested, tenant)
+    server = served.servers.get(by) if served is not None and error_attr is None else None
     if server is None:
         server_key = (
             route,
@@ -354,19 +458,48 @@ def folded_measurements(rec: Request, keys: Keys, active: bool = True) -> Folded
             requested,
             served.base[4] if served is not None else None,
             error_attr,
+            tenant,
         )
         server = keys.servers.get(server_key) or keys.server(server_key)
         if served is not None and error_attr is None and len(served.servers) < Keys.LIMIT:
-            served.servers[requested] = server
+            served.servers[by] = server
     elapsed = end - rec.start
-    observe((server.duration, elapsed if elapsed > 0.0 else 0.0))
+    if elapsed < 0.0:
+        elapsed = 0.0
+    observe((server.duration, elapsed))
+    overhead = elapsed - upstream
+    observe((rc.overhead, overhead if overhead > 0.0 else 0.0))
+    observe((rc.attempts, len(rec.attempts)))
 
+    ttft: float | None = None
     if rec.first_token is not None:
-        observe((server.ttft, max(rec.first_token - rec.start, 0.0)))
+        ttft = max(rec.first_token - rec.start, 0.0)
+        observe((server.ttft, ttft))
         # only from a known output token count: yielded chunks are not tokens (the chunk
         # timing is gen_ai.client.operation.time_per_output_chunk)
         if error_type is None and output_tokens is not None and output_tokens > 1:
             observe((server.tpot, max(end - rec.first_token, 0.0) / (output_tokens - 1)))
+
+    if error_attr is None:
+        policy = rec.policy
+        if policy is None or policy.met(elapsed, ttft):
+            count((rc.good if tenant is None else rc.good_for(tenant), 1))
+        if served is not None and (served_usage.input or served_usage.output):
+            model = policy.baseline_model if policy is not None else None
+            if model is not None:
+                model = keys.baseline_seen.get(model) or keys.baselines(model)
+            elif requested is not None:
+                model = requested
+            if model is not None:
+                raw_baseline = (route, model, tenant)
+                try:
+                    priced = keys.baseline[raw_baseline]
+                except KeyError:
+                    priced = keys.baseline_for(raw_baseline)
+                if priced is not None:
+                    cost = priced[1].cost(served_usage)
+                    if cost:
+                        count((priced[0], cost))
 
     if rec.caches:
         r = route[0]

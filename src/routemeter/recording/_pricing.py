@@ -10,15 +10,18 @@ import functools
 import json
 import logging
 import math
+import os
 import threading
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Final
 
+from routemeter.request._safe import acceptable
 from routemeter.request._usage import Usage
 
 _log = logging.getLogger("routemeter")
@@ -128,7 +131,13 @@ def rates_from_prices(prices: Mapping[str, Any]) -> Rates | None:
     )
 
 
-def load_prices_file(path: str) -> dict[tuple[str | None, str], Rates]:
+class PriceTable(dict[tuple[str | None, str], Rates]):
+    """A prices file's rates, and the file's name (``llm.router.prices.table``)."""
+
+    source: str = ""
+
+
+def load_prices_file(path: str) -> PriceTable:
     """Read a JSON or TOML prices file: a ``models`` list of ``{model, provider?, input_mtok,
     output_mtok, cache_read_mtok?, cache_write_mtok?}`` (USD per million tokens)."""
     raw = Path(path).read_bytes()
@@ -136,7 +145,8 @@ def load_prices_file(path: str) -> dict[tuple[str | None, str], Rates]:
     entries = data.get("models") if isinstance(data, dict) else None
     if not isinstance(entries, list):
         raise ValueError("expected a top-level 'models' list")
-    table: dict[tuple[str | None, str], Rates] = {}
+    table = PriceTable()
+    table.source = os.path.basename(path)
     for i, entry in enumerate(entries):
         model = entry.get("model") if isinstance(entry, dict) else None
         if not isinstance(model, str) or not model:
@@ -158,6 +168,36 @@ class Prices:
         self._overrides = dict(overrides or {})
         self._cache: dict[tuple[str, str], Rates | None] = {}
         self._lock = threading.Lock()
+        source = getattr(overrides, "source", "") if overrides else ""
+        table = f"genai-prices@{_genai_prices_version()}"
+        if overrides:
+            table += f"+{source or 'overrides'}"
+        self.table = table if acceptable(table) else f"genai-prices@{_genai_prices_version()}+file"
+        """The price table in use (``llm.router.prices.table``): the genai-prices version,
+        and the prices file's name when one overrides it (``genai-prices@0.2.3+prices.toml``;
+        a name that could not be an attribute value reads ``file``)."""
+
+    def baseline_rates(self, model: str) -> Rates | None:
+        """Rates of ``model`` whoever serves it: a route's baseline has no provider. A prices
+        file's entry for it wins (any provider's, when it names none), then genai-prices."""
+        key = ("", model)
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        lowered = model.lower()
+        found = self._overrides.get((None, lowered)) or next(
+            (r for (_, m), r in self._overrides.items() if m == lowered), None
+        )
+        if found is None:
+            try:
+                found = genai_prices_rates(None, model)
+            except Exception:  # a malformed name must not break recording
+                found = None
+        with self._lock:
+            if len(self._cache) < 10_000:
+                self._cache[key] = found
+        return found
 
     def rates(self, provider: str, model: str) -> Rates | None:
         key = (provider, model)
@@ -198,6 +238,14 @@ def genai_prices_rates(provider: str | None, model: str) -> Rates | None:
         prices = info.get_prices(datetime.now(UTC))
         return rates_from_prices({k: getattr(prices, k, None) for k in _KEYS})
     return None
+
+
+@functools.cache
+def _genai_prices_version() -> str:
+    try:
+        return version("genai-prices")
+    except PackageNotFoundError:  # a vendored copy: still the table in use
+        return "unknown"
 
 
 @functools.cache

@@ -8,6 +8,7 @@ from typing import Final
 
 from routemeter._report import report
 from routemeter.request import _sink
+from routemeter.request._record import _error_value
 
 MAX_COUNT: Final = 1 << 32
 """Largest count or size change one event may report. Sums are exported as OTLP int64: a
@@ -15,14 +16,45 @@ single larger value could make every later export fail to encode, and no real ca
 4 billion entries at once."""
 
 
-def cooldown(provider: str, model: str, error_type: str | None = None) -> None:
-    """A provider/model was taken out of rotation (``llm.router.cooldowns``)."""
+MAX_COOLDOWN_S: Final = 366 * 86_400.0
+"""Longest cooldown a ``seconds`` may state (a year); longer, NaN or negative: until
+``recovered()``."""
+
+
+def cooldown(
+    provider: str,
+    model: str,
+    error_type: str | int | BaseException | None = None,
+    *,
+    seconds: float | None = None,
+) -> None:
+    """A provider/model was taken out of rotation (``llm.router.cooldowns`` +1, and
+    ``llm.router.upstream.available`` 0 until ``seconds`` pass, or until ``recovered()`` when
+    ``seconds`` is ``None``)."""
     recorder = _sink.active
     if recorder is not None:
         try:
-            recorder.cooldown(provider, model, error_type)
+            error = error_type if error_type is None else _error_value(error_type)
+            recorder.cooldown(provider, model, error, _seconds(seconds))
         except Exception as e:
             report("cooldown", e)
+
+
+def recovered(provider: str, model: str) -> None:
+    """A provider/model is back in rotation: ``llm.router.upstream.available`` 1 again."""
+    recorder = _sink.active
+    if recorder is not None:
+        try:
+            recorder.recovered(provider, model)
+        except Exception as e:
+            report("cooldown", e)
+
+
+def _seconds(value: object) -> float | None:
+    """A cooldown's length: a finite number of seconds from 0 to a year, else ``None``."""
+    if (type(value) is int or type(value) is float) and 0 <= value <= MAX_COOLDOWN_S:
+        return float(value)
+    return None
 
 
 def cache_evicted(name: str, count: int = 1) -> None:

@@ -20,6 +20,7 @@ from routemeter.request import _recent, _usage
 from routemeter.request._usage import EMPTY, MAX_TOKENS, Usage
 
 if TYPE_CHECKING:
+    from routemeter.request._policy import Policy
     from routemeter.request._sink import Sink
 
 MAX_CHUNK_MARKS: Final = 100_000
@@ -29,8 +30,16 @@ _NONE_GIVEN: Final = (None, None, None, None, None)
 _new_usage = tuple.__new__  # builds a Usage without the namedtuple's Python-level __new__
 
 
+CLIENT_CLOSED: Final = "client_closed"
+"""``error.type`` of a request (and of the attempt it was waiting on) whose client went away:
+the task was cancelled, or the response stream was closed before its end."""
+
+
 def error_type_of(exc: BaseException) -> str:
-    """semconv ``error.type``: the HTTP status a provider error carries, else the class name."""
+    """semconv ``error.type``: ``client_closed`` for a cancelled task or a stream closed early,
+    the HTTP status a provider error carries, else the class name."""
+    if isinstance(exc, GeneratorExit) or type(exc).__name__ == "CancelledError":
+        return CLIENT_CLOSED  # asyncio's (by name: the request layer does not load asyncio)
     try:
         status = getattr(exc, "status_code", None)
         if status is None:
@@ -274,12 +283,14 @@ class Request:
         "error_type",
         "first_token",
         "id",
+        "policy",
         "rejected",
         "requested_model",
         "route_key",
         "sink",
         "start",
         "streamed",
+        "tenant_name",
         "yielded",
     )
 
@@ -301,11 +312,20 @@ class Request:
         self.yielded = 0
         self.rejected = False
         self.streamed = False
+        self.policy: Policy | None = None
+        """What the route declared (baseline model, SLO); set by ``@route``."""
+        self.tenant_name: str | None = None
 
     def requested(self, model: str | None = None) -> None:
         """What the client asked for (``gen_ai.request.model`` on the server-side metrics)."""
         if isinstance(model, str):
             self.requested_model = model
+
+    def tenant(self, name: str) -> None:
+        """Who this request is for (``llm.router.tenant`` on the server-side request metrics,
+        tokens and cost): an app-chosen name such as a team or plan, never an API key or its
+        hash (key- and email-shaped names, and those past the allow-list, become ``_OTHER``)."""
+        self.tenant_name = name if type(name) is str else "_OTHER"
 
     def decide(self) -> Decision:
         """Time the routing logic: ``with rec.decide() as d: d.choose(...)`` records the
@@ -421,6 +441,9 @@ class _NoopRequest(Request):
         return _NoopAttempt(provider, model)
 
     def requested(self, model: str | None = None) -> None:
+        pass
+
+    def tenant(self, name: str) -> None:
         pass
 
     def cache(self, name: str, hit: bool) -> None:

@@ -25,7 +25,16 @@ class Sink(Protocol):
 
     def commit(self, rec: Request) -> None: ...
 
-    def cooldown(self, provider: str, model: str, error_type: str | None) -> None: ...
+    def cooldown(
+        self, provider: str, model: str, error_type: str | None, seconds: float | None
+    ) -> None:
+        """Out of rotation for ``seconds`` (``None``: until ``recovered``)."""
+
+    def recovered(self, provider: str, model: str) -> None: ...
+
+    def priced(self, model: str) -> bool:
+        """Whether the price table in use has a price for ``model`` (a route's baseline)."""
+        ...
 
     def cache_evicted(self, name: str, count: int) -> None: ...
 

@@ -1,10 +1,11 @@
 """The own-aggregation recorder exports exactly what the SDK-instrument recorder exports.
 
 Both recorders consume the same committed records; hypothesis generates the requests (routes,
-decisions, attempt chains with failures, usage, chunks, caches, rejections, hostile names), the
-rate-limit headroom reports between them (two gauges, each keeping its last value) and the
-collection points. In-memory data, OTLP protobuf and Prometheus text must be identical,
-timestamps aside, for cumulative and delta readers and past the cardinality limit.
+decisions, attempt chains with failures, usage, chunks, caches, rejections, hostile names,
+tenants, baselines and SLOs), the rate-limit headroom reports and cooldowns between them
+(gauges, one read at collection) and the collection points. In-memory data, OTLP protobuf and
+Prometheus text must be identical, timestamps aside, for cumulative and delta readers and past
+the cardinality limit.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from routemeter.recording._pricing import Prices
 from routemeter.recording._recorder import Recorder, SdkRecorder
 from routemeter.recording.aggregate._recorder import AggregateRecorder
 from routemeter.request import _record
+from routemeter.request._policy import SLO, Policy
 from routemeter.request._record import Attempt, Decision, Request
 
 RESOURCE = Resource.create({"service.name": "equivalence"})
@@ -58,6 +60,24 @@ names = st.sampled_from(
 providers = st.sampled_from(["openai", "anthropic", "google", "acme", "alice@example.com"])
 errors = st.one_of(st.none(), st.sampled_from(["429", "529", "TimeoutError", "APIError"]))
 token_counts = st.one_of(st.none(), st.integers(0, 300_000))
+tenants = st.one_of(
+    st.none(), st.sampled_from(["team-a", "team-b", "alice@example.com", "sk-proj-abcdefghijklm"])
+)
+policies = st.one_of(
+    st.none(),
+    st.builds(
+        Policy,
+        st.one_of(st.none(), st.sampled_from(["gpt-4o", "claude-sonnet-4-5", "house-model"])),
+        st.one_of(
+            st.none(),
+            st.builds(
+                SLO,
+                st.one_of(st.none(), st.sampled_from([0.005, 0.5, 2.0])),
+                st.one_of(st.none(), st.sampled_from([0.01, 1.0, 10.0])),
+            ),
+        ),
+    ),
+)
 
 
 @st.composite
@@ -134,6 +154,8 @@ def requests(draw: st.DrawFn) -> Drawn:
     if draw(st.booleans()):
         rec.first_token = draw(durations)
         rec.yielded = draw(st.integers(0, 5))
+    rec.tenant_name = draw(tenants)
+    rec.policy = draw(policies)
     return Drawn(rec, drawn)
 
 
@@ -155,7 +177,22 @@ headroom = st.builds(
     st.sampled_from([0.0, 1.0, 2.5, 99.0, 30_000_000.0]),
 )
 """Reports that hit the same point again (a gauge keeps the last) and new points."""
-work = st.one_of(requests(), headroom)
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """A cooldown (until recovered, or for a long time) or a recovery of a provider/model."""
+
+    provider: str
+    model: str
+    cooled: bool
+    seconds: float | None
+
+
+rotation = st.builds(
+    Rotation, providers, names, st.booleans(), st.sampled_from([None, 3600.0, 0.0])
+)
+work = st.one_of(requests(), headroom, rotation)
 
 
 @dataclass
@@ -166,10 +203,15 @@ class Pair:
     agg_reader: MetricReader
     providers: tuple[MeterProvider, MeterProvider]
 
-    def record(self, work: Drawn | Headroom) -> None:
+    def record(self, work: Drawn | Headroom | Rotation) -> None:
         for recorder in (self.sdk, self.agg):
             if isinstance(work, Headroom):
                 recorder.ratelimit_remaining(work.provider, work.model, work.kind, work.value)
+            elif isinstance(work, Rotation):
+                if work.cooled:
+                    recorder.cooldown(work.provider, work.model, "429", work.seconds)
+                else:
+                    recorder.recovered(work.provider, work.model)
             else:
                 rec = work.build(recorder)
                 recorder.begin(rec)

@@ -59,6 +59,15 @@ _SDK_CLASS_NAME: Final = {
     "updowncounter": "UpDownCounter",
     "gauge": "Gauge",
 }
+
+
+def _sdk_class(index: int) -> str:
+    """The SDK instrument class a metric is recorded through: observable for those read at
+    collection (a reader may give them their own temporality)."""
+    name = _SDK_CLASS_NAME[ins.ALL[index].kind]
+    return f"Observable{name}" if index in ins.COMPUTED else name
+
+
 OVERFLOW: Final = (object(),)
 """Key of the one point that takes every attribute set beyond the cardinality limit."""
 _OVERFLOW_ATTRIBUTES: Final = {"otel.metric.overflow": True}
@@ -190,7 +199,11 @@ _GAUGES: Final = frozenset((_measurements.REMAINING_REQUESTS, _measurements.REMA
 _ACTIVE_INDEX: Final = _measurements.ACTIVE
 _HTTP_ACTIVE_INDEX: Final = _http.ACTIVE
 """Both in-flight counts are kept as sets of what is in flight, read at collection."""
-assert {i for i, s in enumerate(ins.ALL) if s.kind == "gauge"} == _GAUGES
+assert {i for i, s in enumerate(ins.ALL) if s.kind == "gauge"} - ins.COMPUTED == _GAUGES
+_COMPUTED: Final = tuple(sorted(ins.COMPUTED))
+"""Metrics read at collection (``Recorder.computed``), in export order among themselves: each
+takes its place in ``Store.order`` at the first collection that has points for it, as the SDK's
+observable instruments do."""
 _BOUNDS: Final = tuple(spec.buckets or () for spec in ins.ALL)
 _CHUNK_BOUNDS: Final = _BOUNDS[_measurements.TPOC]
 """``Sink.chunk_bounds`` while no reader needs each chunk gap: this very tuple, so a fold's
@@ -206,7 +219,10 @@ class View:
         self.recorder = recorder
         limit = recorder.limit
         by_name = _otel_private.reader_temporality(reader)
-        self.delta = tuple(by_name[_SDK_CLASS_NAME[spec.kind]] == _DELTA for spec in ins.ALL)
+        self.delta = tuple(
+            by_name.get(_sdk_class(i), by_name[_SDK_CLASS_NAME[spec.kind]]) == _DELTA
+            for i, spec in enumerate(ins.ALL)
+        )
         self.exponential: tuple[int, int] | None = _otel_private.reader_exponential(reader)
         histogram_delta = any(d for d, h in zip(self.delta, _IS_HISTOGRAM, strict=True) if h)
         self.interval: Store | None = (
@@ -220,6 +236,8 @@ class View:
             self.histograms = Store(limit, self.exponential)
         self.exemplars: _Exemplars = {}
         self.last_collection_ns = recorder.cumulative.start_ns
+        self.reported: dict[tuple[int, tuple[Any, ...]], float] = {}
+        """What a delta reader was last given of each computed counter point."""
 
     def targets(self) -> list[tuple[Store, bool]]:
         """The stores a commit updates for this view: ``(store, histograms only)``."""
@@ -299,10 +317,15 @@ class View:
         now = time_ns()
         rec = self.recorder
         with rec.lock:
+            computed = rec.computed_snapshot()
             order = list(rec.cumulative.order)
             cumulative = _snapshot(rec.cumulative)
             cumulative[_ACTIVE_INDEX] = rec.active()
             cumulative[_HTTP_ACTIVE_INDEX] = rec.http_active()
+            for index, points in computed.items():
+                if self.delta[index] and ins.ALL[index].kind == "counter":
+                    points = self._delta_of(index, points)
+                cumulative[index] = points
             interval: Store | None = None
             if self.interval is not None:
                 interval = self.interval
@@ -327,6 +350,10 @@ class View:
                 metric = Metric(
                     name=spec.name, description=spec.description, unit=spec.unit, data=data
                 )
+            elif index in computed:
+                temporality = _DELTA if self.delta[index] else _CUMULATIVE
+                since = None if temporality is _CUMULATIVE else start
+                metric = _metric(spec, index, cumulative[index], now, temporality, since, found)
             elif self.delta[index] and interval is not None:
                 snapshot = _snapshot_one(interval, index)
                 metric = _metric(spec, index, snapshot, now, _DELTA, start, found)
@@ -335,6 +362,18 @@ class View:
             if metric is not None:
                 metrics.append(metric)
         return metrics
+
+    def _delta_of(self, index: int, points: Snapshot) -> Snapshot:
+        """Must be called with the lock held: a computed counter's points as the change since
+        this reader's previous collection (what the SDK gives a delta reader of an observable
+        counter)."""
+        out: Snapshot = []
+        reported = self.reported
+        for key, state, start in points:
+            value = state[0]
+            out.append((key, [value - reported.get((index, key), 0)], start))
+            reported[(index, key)] = value
+        return out
 
     def _fold(self, now: int, exemplars: _Exemplars) -> dict[int, list[ExponentialPoint]]:
         """Must be called with the lock held: this interval's exponential histograms folded into
@@ -556,9 +595,29 @@ class AggregateRecorder(Recorder):
             for view in self.views:
                 view.offer(measurements, sample, folded)
 
+    def computed_snapshot(self) -> dict[int, Snapshot]:
+        """Must be called with the lock held: the metrics read at collection that have points,
+        as snapshots; each takes its place in the export order at its first points."""
+        out: dict[int, Snapshot] = {}
+        start = self.cumulative.start_ns
+        order = self.cumulative.order
+        for index in _COMPUTED:
+            try:
+                points = self.computed(index)
+            except Exception as e:
+                report("collection", e)
+                continue
+            if points:
+                if index not in order:
+                    order.append(index)
+                out[index] = [(key, [value], start) for key, value in points]
+        return out
+
     def event(self, measurement: _measurements.Measurement) -> None:
         cell, value = measurement
         index = cell.index
+        if index in ins.COMPUTED:
+            raise ValueError(f"{ins.ALL[index].name} is read at collection, not measured")
         if index == _ACTIVE_INDEX:
             raise ValueError("requests in flight are counted by begin() and commit()")
         if index == _HTTP_ACTIVE_INDEX:
@@ -714,9 +773,13 @@ class AggregateRecorder(Recorder):
         what a cumulative reader receives, for renderers that skip the OTel data model. The lock
         is held for one metric's copy at a time, so commits never wait for a whole scrape."""
         with self.lock:
+            computed = self.computed_snapshot()
             order = list(self.cumulative.order)
         points = self.cumulative.points
         for index in order:
+            if index in computed:
+                yield index, [(key, state) for key, state, _ in computed[index]]
+                continue
             with self.lock:
                 if index == _ACTIVE_INDEX:
                     copy = [(key, state) for key, state, _ in self.active()]
