@@ -224,3 +224,15 @@ def test_views_kept_for_closed_steps_answer_like_a_fresh_summary():
         assert kept == fresh.answer(600, group_by)  # now from its own kept views
     assert len(history._views) >= 3 * 29
     assert _sums(history.answer(600, "route"), "requests") == {"think": 210, "background": 150}
+
+
+def test_an_answer_keeps_the_busiest_series_and_says_how_many_there_were():
+    """``limit`` keeps the busiest series over the window; ``series_total`` counts them all."""
+    routemeter.setup(exporters="prometheus", prometheus_server=False, set_global=False)
+    _pages.stop()
+    history = _history()
+    _drive(history)
+    doc = history.answer(900, "route", limit=1)
+    assert [s["route"] for s in doc["series"]] == ["think"]
+    assert doc["series_total"] == 2
+    assert sum(doc["total"]["requests"]) == 12

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
 from routemeter._report import report
+from routemeter.export._exposition import no_gc_pauses
 from routemeter.tools._stats import (
     LabelSet,
     Latency,
@@ -51,6 +52,11 @@ WINDOWS: Final = {
 }
 GROUPS: Final = ("route", "provider", "model")
 MAX_POINTS: Final = 360
+MAX_KEPT_POINTS: Final = 100_000
+"""Summarised points kept for closed steps (a tuple of 11 values, about 0.3 KB: 30 MB at
+most); past it the oldest are summarised again when asked."""
+MAX_SERIES: Final = 20
+"""Series in one ``/history`` answer by default: the busiest over the window (``limit``)."""
 """Steps in one answer at most: finer steps are summed into multiples of the tier's step."""
 RATE_LIMITED: Final = ("429", "RateLimitError")
 _CUMULATIVE: Final = ("_total", "_bucket", "_count", "_sum")
@@ -241,6 +247,8 @@ class History:
         self._views: dict[tuple[int, int, str], _View] = {}
         """Views of steps that can no longer change, oldest first."""
         self._views_lock = threading.Lock()
+        self._kept = 0
+        """Points (groups, plus one per view for its totals) in the kept views."""
         self._lock = threading.Lock()
 
     def _since_last(self, now: Samples) -> dict[SampleKey, float]:
@@ -277,10 +285,16 @@ class History:
             self._remember((step, start, group_by), _view(group_by, snapshot))
 
     def _remember(self, key: tuple[int, int, str], view: _View) -> None:
+        """Keep ``view``, dropping the oldest kept ones past ``MAX_KEPT_POINTS`` in all."""
         with self._views_lock:
-            if len(self._views) >= _MAX_VIEWS:
-                del self._views[next(iter(self._views))]
+            old = self._views.pop(key, None)
+            if old is not None:
+                self._kept -= len(old.points) + 1
             self._views[key] = view
+            self._kept += len(view.points) + 1
+            while self._kept > MAX_KEPT_POINTS and len(self._views) > 1:
+                dropped = self._views.pop(next(iter(self._views)))
+                self._kept -= len(dropped.points) + 1
 
     def _put(self, step: int, start: int, sums: Mapping[SampleKey, float], oldest: int) -> None:
         keys = list(sums)
@@ -325,8 +339,8 @@ class History:
                     total[(name, labels)] = value
         return summarize(_samples(total, window.now.at, window.starts[0]))
 
-    def answer(self, window_s: int, group_by: str) -> dict[str, Any]:
-        """The ``/history`` document (docs/dashboard.md)."""
+    def answer(self, window_s: int, group_by: str, limit: int = MAX_SERIES) -> dict[str, Any]:
+        """The ``/history`` document (docs/dashboard.md): the ``limit`` busiest series."""
         window = self.window(window_s)
         count = len(window.starts)
         if count > MAX_POINTS:
@@ -348,7 +362,7 @@ class History:
                 if start + step <= settled:
                     self._remember(key, view)
             views.append(view)
-        return _document(group_by, step, window.starts, views, window.instances)
+        return _document(group_by, step, window.starts, views, window.instances, limit)
 
     def rollup(self, window_s: int, bucket_s: int) -> list[dict[str, Any]]:
         """Every request over the window, per ``bucket_s`` (the seed's ``group_by=hour|day``)."""
@@ -490,20 +504,23 @@ class _View:
     """What one step contributes to the document: per group, all routes, by outcome, per
     provider (attempts, errors, of them rate limited)."""
 
-    points: Mapping[tuple[str, ...], Mapping[str, Any]]
+    points: Mapping[tuple[str, ...], tuple[Any, ...]]
+    """Per group, its fields in ``FIELDS`` order (a tuple: a third of a dict's memory)."""
     total: Mapping[str, Any]
     outcomes: Mapping[str, int]
     providers: Mapping[str, tuple[int, int, int]]
 
 
+FIELDS: Final = tuple(_EMPTY_POINT)
+"""A series' fields, ``requests`` first."""
+_EMPTY_ROW: Final = tuple(_EMPTY_POINT.values())
 _NO_VIEW: Final = _View({}, _EMPTY_POINT, {}, {})
-_MAX_VIEWS: Final = 20_000
 
 
 def _view(group_by: str, snapshot: Stats) -> _View:
     total = snapshot.total
     return _View(
-        _points(group_by, snapshot),
+        {key: tuple(p[f] for f in FIELDS) for key, p in _points(group_by, snapshot).items()},
         _route_point(total),
         {"ok": total.requests - total.errors, **total.errors_by_type},
         {
@@ -518,17 +535,25 @@ def _view(group_by: str, snapshot: Stats) -> _View:
 
 
 def _document(
-    group_by: str, step: int, starts: list[int], views: list[_View], instances: list[str]
+    group_by: str,
+    step: int,
+    starts: list[int],
+    views: list[_View],
+    instances: list[str],
+    limit: int,
 ) -> dict[str, Any]:
     names = _KEY_NAMES[group_by]
-    keys = sorted({k for view in views for k in view.points})
+    busy: dict[tuple[str, ...], int] = {}
+    for view in views:
+        for key, point in view.points.items():
+            busy[key] = busy.get(key, 0) + point[0]
+    keys = sorted(busy, key=lambda k: (-busy[k], k))[:limit]
     series = []
     for key in keys:
         row: dict[str, Any] = dict(zip(names, key, strict=True))
-        for field in _EMPTY_POINT:
-            row[field] = [view.points.get(key, _EMPTY_POINT)[field] for view in views]
+        for i, field in enumerate(FIELDS):
+            row[field] = [view.points.get(key, _EMPTY_ROW)[i] for view in views]
         series.append(row)
-    series.sort(key=lambda r: -sum(r["requests"]))
     outcomes = {"ok": [view.outcomes.get("ok", 0) for view in views]}
     for kind in sorted({k for view in views for k in view.outcomes} - {"ok"}):
         outcomes[kind] = [view.outcomes.get(kind, 0) for view in views]
@@ -548,6 +573,7 @@ def _document(
         "step_s": step,
         "timestamps": starts,
         "series": series,
+        "series_total": len(busy),
         "total": {field: [view.total[field] for view in views] for field in _EMPTY_POINT},
         "outcomes": outcomes,
         "providers": providers,
@@ -578,7 +604,8 @@ class Sampler:
             if self._stop.wait(wait):
                 return
             try:
-                self.history.tick()
+                with no_gc_pauses():
+                    self.history.tick()
             except Exception as e:
                 report("history", e)
 

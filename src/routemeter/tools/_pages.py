@@ -22,7 +22,15 @@ from routemeter.export._exposition import no_gc_pauses
 from routemeter.recording import _otel_private
 from routemeter.request import _recent
 from routemeter.tools import _recent as recent_view
-from routemeter.tools._history import GROUPS, WINDOWS, History, MemoryStore, Sampler, SqliteStore
+from routemeter.tools._history import (
+    GROUPS,
+    MAX_SERIES,
+    WINDOWS,
+    History,
+    MemoryStore,
+    Sampler,
+    SqliteStore,
+)
 from routemeter.tools._stats import StatsUnavailable, read_samples, summarize
 
 if TYPE_CHECKING:
@@ -62,6 +70,15 @@ def _choice(query: Mapping[str, str], name: str, allowed: tuple[str, ...], defau
 
 class _BadQuery(ValueError):
     pass
+
+
+def _number(query: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not lo <= int(raw) <= hi:
+        raise _BadQuery(f"{name}={raw[:20]!r}; allowed: an integer from {lo} to {hi}")
+    return int(raw)
 
 
 class Pages:
@@ -140,8 +157,9 @@ class Pages:
     def _history(self, query: Mapping[str, str]) -> Page:
         window = _choice(query, "window", tuple(WINDOWS), "1h")
         group_by = _choice(query, "group_by", GROUPS, "route")
+        limit = _number(query, "limit", MAX_SERIES, 1, MAX_LIMIT)
         with no_gc_pauses():
-            document = self._need_history().answer(WINDOWS[window], group_by)
+            document = self._need_history().answer(WINDOWS[window], group_by, limit)
         return _json({"window": window, **document})
 
     def _limits(self) -> tuple[Any, Any]:
@@ -151,11 +169,9 @@ class Pages:
         return recorder.bounds, recorder.prices
 
     def _recent(self, query: Mapping[str, str]) -> Page:
-        raw = query.get("limit", "50")
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-            raise _BadQuery(f"limit={raw[:20]!r}; allowed: an integer from 1 to {MAX_LIMIT}")
+        limit = _number(query, "limit", 50, 1, MAX_LIMIT)
         bounds, prices = self._limits()
-        return _json({"requests": recent_view.recent(int(raw), bounds, prices)})
+        return _json({"requests": recent_view.recent(limit, bounds, prices)})
 
     def _one(self, request_id: str) -> Page:
         bounds, prices = self._limits()
