@@ -252,8 +252,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
             " Prometheus reader keeps explicit buckets either way."),
     Setting("exemplar_filter", ("OTEL_METRICS_EXEMPLAR_FILTER",), "trace_based",
             _choice(EXEMPLAR_FILTERS),
-            "Which measurements become exemplars (OTLP only): `trace_based` (inside a sampled"
-            " span), `always_on`, `always_off`."),
+            "Which measurements become exemplars (OTLP, and OpenMetrics scrapes of /metrics):"
+            " `trace_based` (inside a sampled span), `always_on`, `always_off`."),
     Setting("export_interval_ms", ("OTEL_METRIC_EXPORT_INTERVAL",), 60_000.0, _millis,
             "Milliseconds between periodic exports (otlp, console)."),
     Setting("export_timeout_ms", ("OTEL_METRIC_EXPORT_TIMEOUT",), 30_000.0, _millis,

@@ -8,7 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics import exposition as openmetrics
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from recording.aggregate.test_recorder import PRICES, RESOURCE, SCOPE, Headroom, Rotation, work
 from routemeter._config import load
@@ -16,6 +19,12 @@ from routemeter.export._exposition import Exposition, render
 from routemeter.export._setup import _bounds
 from routemeter.recording.aggregate._recorder import AggregateRecorder
 from routemeter.request._record import Request
+
+OPENMETRICS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+    "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+"""What Prometheus asks for."""
 
 
 class Pair:
@@ -56,6 +65,13 @@ class Pair:
         actual = generate_latest(self.direct).decode() + self.exposition.text()
         return expected, actual
 
+    def openmetrics(self) -> tuple[str, str]:
+        """prometheus_client's OpenMetrics writer over the exporter's families, and ours."""
+        expected = openmetrics.generate_latest(self.merged).decode()
+        chunks, headers = render(self.direct, self.exposition, "", OPENMETRICS_ACCEPT)
+        assert (b"content-type", openmetrics.CONTENT_TYPE_LATEST.encode()) in headers
+        return expected, b"".join(chunks).decode()
+
 
 @settings(max_examples=60, deadline=None, database=None)
 @given(
@@ -76,6 +92,8 @@ def test_direct_text_equals_the_exporter_text(batch, limit, app_jobs):
         for item in batch[:3]:  # a second scrape reuses the cached label text
             pair.record(item)
         expected, actual = pair.texts()
+        assert actual == expected
+        expected, actual = pair.openmetrics()
         assert actual == expected
     finally:
         pair.provider.shutdown()
@@ -123,5 +141,52 @@ def test_series_equal_parsing_the_text(batch, limit):
         wanted = _names().wanted
         parsed = parse(pair.exposition.text()).series
         assert pair.exposition.series(wanted) == {k: v for k, v in parsed.items() if k in wanted}
+    finally:
+        pair.provider.shutdown()
+
+
+class _Parsed:
+    """A collector that returns families parsed from OpenMetrics text, to render them again."""
+
+    def __init__(self, text: str) -> None:
+        self.families = list(text_string_to_metric_families(text))
+
+    def collect(self):
+        return self.families
+
+
+def test_openmetrics_carries_the_latest_exemplar_of_each_bucket():
+    """Inside a sampled span each observed bucket and counter shows the span's exemplar; the text
+    parses with prometheus_client's strict OpenMetrics parser and renders back byte for byte."""
+    pair = Pair(2000)
+    tracer = TracerProvider().get_tracer("test")
+    try:
+        with tracer.start_as_current_span("routed") as span:
+            rec = Request(("default", "chat"))
+            with rec.attempt("openai", "gpt-4o-mini") as a:
+                a.usage(input_tokens=12, output_tokens=3)
+            rec.end = rec.start + 0.2
+            pair.record(rec)
+        context = span.get_span_context()
+        _, text = pair.openmetrics()
+        registry = CollectorRegistry()
+        registry.register(_Parsed(text))
+        assert openmetrics.generate_latest(registry).decode() == text
+        found = {
+            (s.name, s.labels.get("le")): s.exemplar
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.exemplar is not None
+        }
+        trace_id, span_id = f"{context.trace_id:032x}", f"{context.span_id:016x}"
+        assert {e.labels["trace_id"] for e in found.values()} == {trace_id}
+        assert {e.labels["span_id"] for e in found.values()} == {span_id}
+        duration = found[("gen_ai_server_request_duration_seconds_bucket", "0.32")]
+        assert abs(duration.value - 0.2) < 1e-9
+        assert found[("llm_router_usage_tokens_total", None)].value in (12.0, 3.0)
+        assert ("gen_ai_server_request_duration_seconds_bucket", "0.16") not in found
+        # outside a span nothing new: the next request leaves the kept exemplars alone
+        pair.record(rec)
+        assert pair.openmetrics()[1].count(trace_id) == text.count(trace_id)
     finally:
         pair.provider.shutdown()

@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -85,6 +86,7 @@ class PrometheusServer:
         *,
         metrics_path: str = "/metrics",
         bearer_token: str | None = None,
+        flags: Sequence[str] = (),
     ) -> None:
         self.targets = list(targets)
         self.scrape_interval = scrape_interval
@@ -92,6 +94,8 @@ class PrometheusServer:
         self.rule_files = [Path(p).resolve() for p in rule_files or []]
         self.metrics_path = metrics_path
         self.bearer_token = bearer_token
+        self.flags = list(flags)
+        """Extra command-line flags, e.g. ``--enable-feature=exemplar-storage``."""
         self.port = 0
         self._tmp: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -169,6 +173,7 @@ class PrometheusServer:
                 f"--storage.tsdb.path={self.config_path.parent / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--web.enable-lifecycle",
+                *self.flags,
             ],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
@@ -247,6 +252,15 @@ class PrometheusServer:
         if data["resultType"] in ("scalar", "string"):
             return [{"metric": {}, "value": data["result"]}]
         result: list[dict[str, Any]] = data["result"]
+        return result
+
+    def exemplars(self, promql: str, start: float, end: float) -> list[dict[str, Any]]:
+        """``/api/v1/query_exemplars`` (needs ``--enable-feature=exemplar-storage``)."""
+        params = {"query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}"}
+        payload = json.loads(self._request("/api/v1/query_exemplars", params))
+        if payload.get("status") != "success":
+            raise PrometheusError(f"exemplars {promql!r} failed: {payload}")
+        result: list[dict[str, Any]] = payload["data"]
         return result
 
     def scalar(self, promql: str) -> float:

@@ -21,13 +21,23 @@ from json import dumps
 from typing import Any, Final
 
 from prometheus_client.exposition import generate_latest
+from prometheus_client.openmetrics import exposition as _openmetrics
 from prometheus_client.utils import floatToGoString as _go_string
 
 from routemeter.recording import _instruments as ins
 from routemeter.recording._otel_private import prometheus_mapping
-from routemeter.recording.aggregate._recorder import OVERFLOW, AggregateRecorder, saturate_int64
+from routemeter.recording.aggregate._recorder import (
+    OVERFLOW,
+    AggregateRecorder,
+    ExposedExemplar,
+    saturate_int64,
+)
 
 TEXT_CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS: Final = "application/openmetrics-text"
+"""In ``Accept``, what makes prometheus_client's ``choose_encoder`` answer OpenMetrics."""
+OPENMETRICS_CONTENT_TYPE: Final[str] = _openmetrics.CONTENT_TYPE_LATEST
+_EOF: Final = b"# EOF\n"
 _OVERFLOW_LABELS: Final = {"otel_metric_overflow": "true"}
 _go: Callable[[float], str] = _go_string  # untyped in prometheus_client
 _SMALL: Final = [_go(i) for i in range(4096)]
@@ -57,17 +67,19 @@ def _number(value: Any) -> str:
 
 
 class _Family:
-    """One metric's fixed text: names, header, label names; and its points' label strings."""
+    """One metric's fixed text: names, headers, label names; and its points' label strings."""
 
     __slots__ = (
         "_scope",
         "_scope_raw",
         "_sets",
         "bounds",
+        "counter",
         "header",
         "histogram",
         "label_names",
         "labels",
+        "om_header",
         "sample",
         "union",
     )
@@ -75,12 +87,20 @@ class _Family:
     def __init__(
         self, spec: ins.InstrumentSpec, scope: dict[str, str], scope_raw: list[tuple[str, str]]
     ) -> None:
-        _, sanitize_attribute, _ = prometheus_mapping()
+        _, sanitize_attribute, map_unit = prometheus_mapping()
         name = ins.prometheus_name(spec)
         kind = {"counter": "counter", "histogram": "histogram"}.get(spec.kind, "gauge")
         help_text = spec.description.replace("\\", r"\\").replace("\n", r"\n")
         self.header = f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n"
+        # OpenMetrics names the family without _total, escapes quotes in HELP and states the unit
+        base = name.removesuffix("_total") if kind == "counter" else name
+        unit = map_unit(spec.unit)
+        om_help = help_text.replace('"', r"\"")
+        self.om_header = f"# HELP {base} {om_help}\n# TYPE {base} {kind}\n" + (
+            f"# UNIT {base} {unit}\n" if unit else ""
+        )
         self.sample = name
+        self.counter = kind == "counter"
         self.histogram = spec.kind == "histogram"
         self.bounds = [f"{b}" for b in (spec.buckets or ())] + ["+Inf"]
         self.label_names = tuple(sanitize_attribute(a) for a in spec.attributes)
@@ -182,6 +202,51 @@ class _Family:
             append(f"{sample}_sum{plain} {_number(state[0])}\n")
         yield "".join(out)
 
+    def render_openmetrics(
+        self,
+        points: list[tuple[tuple[Any, ...], list[Any]]],
+        exemplars: dict[tuple[Any, ...], dict[int, ExposedExemplar]],
+    ) -> Iterator[str]:
+        """``render()`` in OpenMetrics: its own header, and each bucket's (or counter's) latest
+        exemplar after the value, as prometheus_client's OpenMetrics writer puts it."""
+        if not exemplars:
+            pieces = self.render(points)
+            first = next(pieces)
+            yield self.om_header + first.removeprefix(self.header)
+            yield from pieces
+            return
+        union = frozenset().union(*(self.point_labels(key) for key, _ in points))
+        if union != self.union:
+            self.union = union
+            for key, (labels, _) in list(self.labels.items()):
+                self.labels[key] = (labels, None)
+        names = sorted(union)
+        out = [self.om_header]
+        append = out.append
+        sample = self.sample
+        for n, (key, state) in enumerate(points, 1):
+            if n % _PIECE == 0:
+                yield "".join(out)
+                out.clear()
+            labels, text = self.labels[key]
+            if text is None:
+                text = self._text(labels, names)
+                self.labels[key] = (labels, text)
+            found = exemplars.get(key, {})
+            if not self.histogram:
+                mark = _exemplar(found[0]) if self.counter and 0 in found else ""
+                append(f"{sample}{text} {_number(saturate_int64(state[0]))}{mark}\n")
+                continue
+            plain, before, after = text
+            total = 0
+            for slot, (bound, count) in enumerate(zip(self.bounds, state[3:], strict=True)):
+                total += count
+                mark = _exemplar(found[slot]) if slot in found else ""
+                append(f'{sample}_bucket{{{before}le="{bound}"{after}}} {_number(total)}{mark}\n')
+            append(f"{sample}_count{plain} {_number(total)}\n")
+            append(f"{sample}_sum{plain} {_number(state[0])}\n")
+        yield "".join(out)
+
     def _text(self, labels: dict[str, str], names: list[str]) -> Any:
         pairs = [f'{n}="{labels.get(n, "")}"' for n in names]
         plain = "{" + ",".join(pairs) + "}" if pairs else ""
@@ -191,6 +256,14 @@ class _Family:
         before = "".join(f"{p}," for p in pairs[:cut])
         after = "".join(f",{p}" for p in pairs[cut:])
         return plain, before, after
+
+
+def _exemplar(found: ExposedExemplar) -> str:
+    """`` # {span_id=..,trace_id=..} value time``, the time as prometheus_client writes its
+    ``Timestamp`` (seconds, then nanoseconds in nine digits)."""
+    value, trace_id, span_id, at = found
+    labels = f'span_id="{span_id:016x}",trace_id="{trace_id:032x}"'
+    return f" # {{{labels}}} {_go(value)} {at // 1_000_000_000}.{at % 1_000_000_000:09d}"
 
 
 class Exposition:
@@ -212,15 +285,23 @@ class Exposition:
         labels = {k: _escape(v) for k, v in raw.items()}
         self._families = [_Family(spec, labels, list(raw.items())) for spec in ins.ALL]
         self._lock = threading.Lock()
+        recorder.expose_exemplars()
 
-    def pieces(self) -> Iterator[str]:
+    def pieces(self, openmetrics: bool = False) -> Iterator[str]:
         """The text in pieces of a few hundred points, in the order the exporter renders the
         families (first measured first). Formatting runs outside the recorder's lock, on a copy
-        of one metric's state at a time; no piece is large enough to hold the GIL for long."""
+        of one metric's state at a time; no piece is large enough to hold the GIL for long.
+        ``openmetrics``: the OpenMetrics text, exemplars included, without the ``# EOF``."""
+        recorder = self.recorder
         with self._lock:  # the families' label caches are rebuilt in place
-            for index, points in self.recorder.cumulative_points():
-                if points:
-                    yield from self._families[index].render(points)
+            for index, points in recorder.cumulative_points():
+                if not points:
+                    continue
+                family = self._families[index]
+                if openmetrics:
+                    yield from family.render_openmetrics(points, recorder.exemplars_of(index))
+                else:
+                    yield from family.render(points)
 
     def text(self) -> str:
         return "".join(self.pieces())
@@ -266,22 +347,27 @@ def no_gc_pauses() -> Iterator[None]:
 
 
 def render(
-    registry: Any, exposition: Exposition | None, accept_encoding: str
+    registry: Any, exposition: Exposition | None, accept_encoding: str, accept: str = ""
 ) -> tuple[list[bytes], list[tuple[bytes, bytes]]]:
     """The /metrics body in chunks (a few hundred KB each, so no single step holds the GIL
-    long) and its headers: the registry's families through prometheus_client, then ours."""
+    long) and its headers: the registry's families through prometheus_client, then ours.
+    OpenMetrics (with exemplars) when ``accept`` asks for it, as prometheus_client decides."""
     with no_gc_pauses():
-        return _render(registry, exposition, accept_encoding)
+        return _render(registry, exposition, accept_encoding, OPENMETRICS in accept)
 
 
 def _render(
-    registry: Any, exposition: Exposition | None, accept_encoding: str
+    registry: Any, exposition: Exposition | None, accept_encoding: str, openmetrics: bool
 ) -> tuple[list[bytes], list[tuple[bytes, bytes]]]:
-    chunks = [generate_latest(registry)]
+    if openmetrics:
+        written: bytes = _openmetrics.generate_latest(registry)  # type: ignore[no-untyped-call]
+        chunks = [written.removesuffix(_EOF)]
+    else:
+        chunks = [generate_latest(registry)]
     if exposition is not None:
         pending: list[str] = []
         size = 0
-        for family in exposition.pieces():
+        for family in exposition.pieces(openmetrics):
             pending.append(family)
             size += len(family)
             if size >= 256 * 1024:
@@ -289,7 +375,10 @@ def _render(
                 pending, size = [], 0
         if pending:
             chunks.append("".join(pending).encode())
-    headers = [(b"content-type", TEXT_CONTENT_TYPE.encode())]
+    if openmetrics:
+        chunks.append(_EOF)
+    content_type = OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
+    headers = [(b"content-type", content_type.encode())]
     if "gzip" in accept_encoding:
         gz = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: the gzip container
         chunks = [gz.compress(c) for c in chunks]
@@ -313,7 +402,12 @@ def wsgi_app(registry: Any, ours: Callable[[], Exposition | None]) -> Callable[.
         if environ.get("PATH_INFO") == "/favicon.ico":
             start_response("200 OK", [])
             return [b""]
-        chunks, headers = render(registry, ours(), environ.get("HTTP_ACCEPT_ENCODING", ""))
+        chunks, headers = render(
+            registry,
+            ours(),
+            environ.get("HTTP_ACCEPT_ENCODING", ""),
+            environ.get("HTTP_ACCEPT", ""),
+        )
         size = sum(len(c) for c in chunks)
         start_response(
             "200 OK",

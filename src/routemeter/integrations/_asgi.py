@@ -173,14 +173,21 @@ def _metrics_app(registry: Any, ours: Exposition | None) -> ASGIApp:
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="routemeter-render")
 
     async def metrics_app(scope: Scope, receive: Receive, send: Send) -> None:
-        encoding = b""
+        encoding = accept = b""
         for name, value in scope.get("headers", ()):
             if name == b"accept-encoding":
                 encoding = value
+            elif name == b"accept":
+                accept = value
         loop = asyncio.get_running_loop()
         try:
             chunks, headers = await loop.run_in_executor(
-                executor, render, registry, ours, encoding.decode("latin-1")
+                executor,
+                render,
+                registry,
+                ours,
+                encoding.decode("latin-1"),
+                accept.decode("latin-1"),
             )
             status = 200
         except Exception as e:

@@ -519,6 +519,57 @@ def _metric(
     return Metric(name=spec.name, description=spec.description, unit=spec.unit, data=data)
 
 
+ExposedExemplar = tuple[float, int, int, int]
+"""An exemplar as OpenMetrics shows it: value, trace id, span id, time in nanoseconds."""
+
+
+class LatestExemplars:
+    """For OpenMetrics scrapes of the cumulative points: the latest exemplar of each explicit
+    histogram bucket (as the SDK's bucket reservoir keeps them) and of each counter point,
+    kept for the life of the process like the points themselves. Only sampled spans give
+    exemplars; a commit without one never reaches this."""
+
+    def __init__(self, cumulative: Store) -> None:
+        self.cumulative = cumulative
+        self.points: dict[int, dict[tuple[Any, ...], dict[int, ExposedExemplar]]] = {}
+        """Per metric, per point key, per bucket (slot 0 for a counter)."""
+
+    def keep(
+        self,
+        measurements: _measurements.Measurements,
+        sample: _Sample,
+        folded: Sequence[_measurements.Folded] = (),
+    ) -> None:
+        """Must be called with the lock held, after the commit."""
+        now, span_id, trace_id = sample
+        if span_id is None or trace_id is None:
+            return  # always_on outside a span: nothing to point to
+        at = now
+        for part in measurements:
+            for cell, value in part:
+                index = cell.index
+                kind = ins.ALL[index].kind
+                if kind == "histogram":
+                    slot = bisect_left(_BOUNDS[index], value)
+                elif kind == "counter":
+                    slot = 0
+                else:
+                    continue
+                key = self.cumulative.key(index, cell.key)
+                found = self.points.setdefault(index, {}).setdefault(key, {})
+                found[slot] = (float(value), trace_id, span_id, at)
+        for cell, gaps, _ in folded:
+            key = self.cumulative.key(cell.index, cell.key)
+            found = self.points.setdefault(cell.index, {}).setdefault(key, {})
+            for slot, last in enumerate(gaps.last_gaps):
+                if last is not None:
+                    found[slot] = (float(last), trace_id, span_id, at)
+
+    def of(self, index: int) -> dict[tuple[Any, ...], dict[int, ExposedExemplar]]:
+        """Must be called with the lock held: a copy of one metric's exemplars, by point key."""
+        return {key: dict(found) for key, found in self.points.get(index, {}).items()}
+
+
 class AggregateRecorder(Recorder):
     """Aggregates the schema itself: one lock per request commit, no SDK calls per measurement."""
 
@@ -545,8 +596,17 @@ class AggregateRecorder(Recorder):
         self.routes: dict[tuple[str, str], int] = {}
         self.views: list[View] = []
         self._others: tuple[tuple[Store, bool], ...] = ()
+        self.exposed: LatestExemplars | None = None
+        """Exemplars for OpenMetrics scrapes, once a direct exposition asks (``expose()``)."""
         self.chunk_bounds = _CHUNK_BOUNDS
         _forked.add(self)
+
+    def expose_exemplars(self) -> LatestExemplars:
+        """Keep the latest exemplars of the cumulative points from now on."""
+        with self.lock:
+            if self.exposed is None:
+                self.exposed = LatestExemplars(self.cumulative)
+            return self.exposed
 
     def rebuild_targets(self) -> None:
         """Must be called with the lock held: the views' own stores each commit also updates,
@@ -594,6 +654,8 @@ class AggregateRecorder(Recorder):
         if sample is not None:
             for view in self.views:
                 view.offer(measurements, sample, folded)
+            if self.exposed is not None:
+                self.exposed.keep(measurements, sample, folded)
 
     def computed_snapshot(self) -> dict[int, Snapshot]:
         """Must be called with the lock held: the metrics read at collection that have points,
@@ -767,6 +829,11 @@ class AggregateRecorder(Recorder):
         for rec in list(self.inflight):
             counts[rec.route_key] += 1
         return [(key, [value], self.routes[key]) for key, value in counts.items()]
+
+    def exemplars_of(self, index: int) -> dict[tuple[Any, ...], dict[int, ExposedExemplar]]:
+        """The latest exemplars of one metric's cumulative points (empty unless exposed)."""
+        with self.lock:
+            return {} if self.exposed is None else self.exposed.of(index)
 
     def cumulative_points(self) -> Iterator[tuple[int, list[tuple[tuple[Any, ...], list[Any]]]]]:
         """Each metric's cumulative points as ``(index, [(key, state copy)])``, in export order:
