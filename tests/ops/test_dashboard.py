@@ -22,8 +22,11 @@ from support.prometheus import JOB, PrometheusServer, require_prometheus
 
 from .kit import (
     RULES,
+    by_clauses,
     label_values_query,
     load_dashboard,
+    load_yaml,
+    metric_names,
     panel_targets,
     schema_problems,
     selectors,
@@ -47,7 +50,19 @@ REQUIRED_PANELS = (
     "Cache hit ratio",
     "Active requests",
     "Rate-limit headroom",
+    "Savings per hour by route",
+    "Baseline and actual cost per hour",
+    "Goodput by route",
+    "Router overhead",
+    "Attempts per request",
+    "Upstream availability",
+    "Unpriced attempts",
+    "routemeter health",
 )
+QUIET_WHEN_HEALTHY = {("Unpriced attempts", "A"), ("routemeter health", "A"),
+                      ("routemeter health", "B")}  # fmt: skip
+"""Targets that count trouble (unpriced spend, folded values, routemeter's own failures): the
+demo router has none, so against it they must be valid queries but return nothing."""
 
 
 def _panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
@@ -61,6 +76,21 @@ def _targets() -> list[tuple[dict[str, Any], dict[str, Any]]]:
 def _target_id(pair: tuple[dict[str, Any], dict[str, Any]]) -> str:
     panel, target = pair
     return f"{panel['title']}[{target['refId']}]"
+
+
+def _schema() -> dict[str, frozenset[str]]:
+    """The exported series, and the recording rules (alerts/routemeter-rules.yaml) with the
+    labels their ``by`` clauses keep (or the rules they combine keep)."""
+    schema = dict(series_schema())
+    for group in load_yaml(RULES)["groups"]:
+        for rule in group["rules"]:
+            if "record" not in rule:
+                continue
+            labels = {label for kept, _ in by_clauses(rule["expr"]) for label in kept}
+            if not labels:
+                labels = {lab for n in metric_names(rule["expr"]) for lab in schema.get(n, ())}
+            schema[rule["record"]] = frozenset(labels)
+    return schema
 
 
 def _variables() -> dict[str, dict[str, Any]]:
@@ -137,7 +167,7 @@ def test_every_selector_filters_by_service_and_route(pair: tuple[dict[str, Any],
     panel, target = pair
     expr = target["expr"]
     assert variables_used(expr) <= GRAFANA_VARIABLES
-    schema = series_schema()
+    schema = _schema()
     found = selectors(expr)
     assert found, expr
     for sel in found:
@@ -151,7 +181,7 @@ def test_every_selector_filters_by_service_and_route(pair: tuple[dict[str, Any],
 @pytest.mark.parametrize("pair", _targets(), ids=_target_id)
 def test_queries_use_exported_metrics_and_labels(pair: tuple[dict[str, Any], dict[str, Any]]):
     """Every metric and label a panel query reads is one routemeter exports."""
-    assert schema_problems(pair[1]["expr"], series_schema()) == []
+    assert schema_problems(pair[1]["expr"], _schema()) == []
 
 
 def test_latency_panels_show_p50_p95_p99():
@@ -222,6 +252,10 @@ def _check_against(prom: PrometheusServer, ledger: Ledger) -> None:
     empty = []
     for panel, target in panel_targets(dashboard):
         where = f"{panel['title']} [{target['refId']}]"
+        if (panel["title"], target["refId"]) in QUIET_WHEN_HEALTHY:
+            for values in selections.values():
+                prom.query(substitute(target["expr"], values))  # valid: Prometheus answers
+            continue
         for selection, values in selections.items():
             expr = substitute(target["expr"], values)
             if not _has_value(prom.query(expr)):

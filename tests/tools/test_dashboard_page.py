@@ -99,9 +99,17 @@ LEDGER_FALLBACKS = {
 }
 LEDGER_OUTCOMES = {"ok": 14, "500": 2, "429": 2}
 LEDGER_REQUESTS = 18
+GPT_4O = (2.5e-06, 1e-05)
+SONNET = (3e-06, 1.5e-05)
+"""List prices per input and output token (genai-prices)."""
+LEDGER_SAVINGS = 9 * (100 * (SONNET[0] - GPT_4O[0]) + 20 * (SONNET[1] - GPT_4O[1]))
+"""Route ``chat`` declares Sonnet its baseline: 9 of its 10 answers came from gpt-4o, one from
+Sonnet itself; route ``stream`` asks for the model that answers it, so it saves nothing."""
+LEDGER_GOODPUT = 14 / 18
+"""Neither route declares an SLO, so every request that succeeded is good."""
 
 
-@routemeter.route("chat")
+@routemeter.route("chat", baseline_model="claude-sonnet-4-5")
 async def chat(kind: str, hit: bool) -> int:
     rec = routemeter.current()
     rec.requested("gpt-4o")
@@ -281,6 +289,15 @@ def table(page: Any, name: str) -> dict[str, dict[str, str]]:
     return rows
 
 
+def tile_values(page: Any) -> dict[str, str]:
+    """The raw number behind each tile (``data-value``), by tile."""
+    values: dict[str, str] = page.evaluate(
+        """() => Object.fromEntries(Array.from(document.querySelectorAll("#kpis .kpi"),
+            k => [k.dataset.kpi, k.dataset.value]))"""
+    )
+    return values
+
+
 def footer(page: Any, name: str) -> dict[str, str]:
     cells: dict[str, str] = page.evaluate(
         """name => Object.fromEntries(Array.from(
@@ -335,6 +352,12 @@ def test_dashboard_shows_the_routers_ledger(playwright, tmp_path):
             b.page.goto(f"{url}/metrics/dashboard")
             b.wait_refreshes(1)
             page = b.page
+
+            tiles = tile_values(page)
+            assert float(tiles["savings"]) == pytest.approx(LEDGER_SAVINGS, rel=1e-9)
+            assert float(tiles["goodput"]) == pytest.approx(LEDGER_GOODPUT, rel=1e-12)
+            assert float(tiles["overhead"]) == expected["total"]["overhead"]["p95"]
+            assert page.text_content('.kpi[data-kpi="goodput"] .value') == "77.8%"
 
             routes = table(page, "routes")
             assert set(routes) == set(LEDGER_ROUTES)
@@ -566,12 +589,14 @@ def hostile_app() -> Starlette:
         "time_to_first_token": latency, "attempts": 3, "fallbacks": 1, "rate_limited": 0,
         "in_flight": 0, "tokens": {"input": 10, "output": 5}, "cost_usd": 0.01,
         "cache_lookups": 1, "cache_hits": 1, "cache_hit_ratio": 1.0,
+        "baseline_cost_usd": 0.02, "savings_usd": 0.01, "good": 2, "goodput": 2 / 3,
+        "overhead": latency, "attempts_per_request": latency, "unpriced": 0,
     }  # fmt: skip
     upstream = {
         "route": HOSTILE, "provider": HOSTILE, "model": HOSTILE, "attempts": 3, "errors": 1,
         "error_rate": 1 / 3, "success_rate": 2 / 3, "errors_by_type": {HOSTILE: 1}, "rate": 0.1,
         "duration": latency, "time_to_first_chunk": latency, "tokens": {"input": 10},
-        "cost_usd": 0.01,
+        "cost_usd": 0.01, "unpriced": 0, "available": 0,
     }  # fmt: skip
     stats = {
         "at": 1_800_000_000, "since": 1_799_996_400, "window_s": 3600, "routes": [row],
@@ -581,6 +606,7 @@ def hostile_app() -> Starlette:
                        "to_provider": HOSTILE, "to_model": HOSTILE, "reason": HOSTILE,
                        "count": 1, "rate": None}],
         "caches": [{"route": HOSTILE, "name": HOSTILE, "lookups": 1, "hits": 1, "hit_ratio": 1.0}],
+        "tenants": [],
     }  # fmt: skip
     ts = [1_800_000_000 + 10 * i for i in range(3)]
     point = {

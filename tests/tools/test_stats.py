@@ -20,11 +20,20 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
 import routemeter
+from recording.test_savings import (
+    BASELINE_R1,
+    BASELINE_R3,
+    COST_R1,
+    RECORDERS,
+    WASTE_R1,
+    run_ledger,
+)
 from routemeter.demo.load import LoadConfig, run_load
 from routemeter.demo.providers import Upstreams
 from routemeter.demo.router import Router, RouterSettings, build_app
 from routemeter.demo.run import bind, serving
 from routemeter.tools._stats import (
+    NO_LATENCY,
     Samples,
     StatsUnavailable,
     collect,
@@ -129,6 +138,8 @@ def test_quantile_equals_an_independent_cdf_inversion(histogram, q):
 SERVER = "gen_ai_server_request_duration_seconds"
 ATTEMPT = "gen_ai_client_operation_duration_seconds"
 TTFT = "gen_ai_server_time_to_first_token_seconds"
+OVERHEAD = "llm_router_overhead_duration_seconds"
+TRIES = "llm_router_request_attempts"
 LE = [0.1, 0.2, 0.4]
 
 
@@ -136,11 +147,13 @@ def labels(**kv: str) -> str:
     return ",".join(f'{k}="{v}"' for k, v in kv.items())
 
 
-def histogram(name: str, cumulative: list[int], total: float, **kv: str) -> list[str]:
-    """One histogram series in exposition text: buckets (``LE`` then +Inf), count, sum."""
+def histogram(
+    name: str, cumulative: list[int], total: float, bounds: list[float] = LE, **kv: str
+) -> list[str]:
+    """One histogram series in exposition text: buckets (``bounds`` then +Inf), count, sum."""
     lines = [
         f"{name}_bucket{{{labels(**kv, le=str(le))}}} {n}"
-        for le, n in zip([*LE, "+Inf"], cumulative, strict=True)
+        for le, n in zip([*bounds, "+Inf"], cumulative, strict=True)
     ]
     lines.append(f"{name}_count{{{labels(**kv)}}} {cumulative[-1]}")
     lines.append(f"{name}_sum{{{labels(**kv)}}} {total}")
@@ -152,9 +165,11 @@ def counter(name: str, value: float, **kv: str) -> str:
 
 
 def known(scale: int = 1) -> str:
-    """Route ``a``: 40 ok and 10 failed requests, attempts at three providers, tokens, cost,
-    one fallback edge, cache lookups, one in flight; route ``b``: 8 ok requests, 2 refused.
-    ``scale`` multiplies every counter (a later scrape of the same process)."""
+    """Route ``a``: 40 ok and 10 failed requests (35 good), attempts at three providers, tokens,
+    cost and a baseline cost, overhead, attempts per request, one fallback edge, cache lookups,
+    one in flight; route ``b``: 8 ok requests (all good), 2 refused, no baseline. openai's
+    gpt-4o is out of rotation, anthropic's claude in it. ``scale`` multiplies every counter
+    (a later scrape of the same process)."""
     k = scale
     a = {"llm_router_route": "a", "otel_scope_name": "routemeter"}
     openai = {**a, "gen_ai_provider_name": "openai", "gen_ai_request_model": "gpt-4o"}
@@ -191,8 +206,20 @@ def known(scale: int = 1) -> str:
         counter("llm_router_cache_lookups_total", 9 * k, **a, llm_router_cache_name="responses",
                 llm_router_cache_result="miss"),
         counter("llm_router_ratelimit_rejections_total", 2 * k, llm_router_route="b"),
+        counter("llm_router_baseline_cost_usd_total", 1.0 * k, **a,
+                llm_router_baseline_model="claude-sonnet-4-5"),
+        counter("llm_router_requests_good_total", 35 * k, **a),
+        counter("llm_router_requests_good_total", 8 * k, llm_router_route="b"),
+        counter("llm_router_cost_unpriced_total", 2 * k, **openai,
+                llm_router_unpriced_reason="no_usage"),
+        *histogram(OVERHEAD, [40 * k, 50 * k, 50 * k, 50 * k], 2.0 * k, **a),
+        *histogram(TRIES, [30 * k, 45 * k, 50 * k, 50 * k], 70.0 * k, [1.0, 2.0, 3.0], **a),
         "# TYPE llm_router_requests_active gauge",
         counter("llm_router_requests_active", 1, **a),
+        counter("llm_router_upstream_available", 0,
+                gen_ai_provider_name="openai", gen_ai_request_model="gpt-4o"),
+        counter("llm_router_upstream_available", 1,
+                gen_ai_provider_name="anthropic", gen_ai_request_model="claude"),
         counter("http_server_request_duration_seconds_count", 99, http_route="/"),  # not read
     ]  # fmt: skip
     return "\n".join(lines) + "\n"
@@ -233,6 +260,56 @@ def test_routes_from_known_buckets_and_counters():
     assert (total.route, total.requests, total.errors) == ("*", 58, 10)
     assert total.duration.p50 == pytest.approx(0.1 + 0.1 * (19 / 24))
     assert total.duration.p95 == 0.4
+
+
+def test_savings_goodput_overhead_and_attempts_from_known_series():
+    """Savings, goodput, overhead and attempts per request equal the values computed by hand;
+    a route without a baseline cost has no savings."""
+    stats = summarize(parse(known(), at=1000.0))
+    a, b, total = stats.route("a"), stats.route("b"), stats.total
+    assert a is not None
+    assert b is not None
+    assert (a.baseline_cost_usd, a.savings_usd) == (1.0, 1.0 - 0.75)
+    assert (b.baseline_cost_usd, b.savings_usd) == (0.0, None)
+    assert total.savings_usd == 1.0 - 0.75  # only routes with a baseline: not 1.0 - cost(a, b)
+    assert (a.good, a.goodput, b.good, b.goodput) == (35, 35 / 50, 8, 1.0)
+    assert (total.good, total.goodput) == (43, 43 / 58)
+    assert a.overhead.count == 50
+    assert a.overhead.mean == pytest.approx(2.0 / 50)
+    assert a.overhead.p50 == pytest.approx(0.1 * (25 / 40))  # rank 25 in [0, 0.1]
+    assert a.overhead.p95 == pytest.approx(0.1 + 0.1 * (7.5 / 10))  # rank 47.5 in (0.1, 0.2]
+    assert b.overhead == NO_LATENCY
+    tries = a.attempts_per_request
+    assert (tries.count, tries.mean) == (50, 70 / 50)
+    assert tries.p50 == pytest.approx(1 * (25 / 30))
+    assert tries.p95 == pytest.approx(2 + 1 * (2.5 / 5))  # rank 47.5 in (2, 3]
+    assert (a.unpriced, b.unpriced, total.unpriced) == (2, 0, 2)
+    assert stats.tenants == ()  # no series names a tenant
+
+
+def test_upstream_availability_is_the_gauge_now():
+    """available is the gauge's lowest current value per provider/model, None where it was
+    never reported; a window keeps it as it is now; unpriced attempts count per upstream."""
+    before, now = parse(known(1), at=1000.0), parse(known(3), at=1004.0)
+    for stats in (summarize(now), summarize(delta(now, before))):
+        models = {(m.provider, m.model): m for m in stats.models}
+        assert models["openai", "gpt-4o"].available == 0.0
+        assert models["anthropic", "claude"].available == 1.0
+        assert models["gcp.gemini", "gemini"].available is None
+        providers = {p.provider: p for p in stats.providers}
+        assert (providers["openai"].available, providers["gcp.gemini"].available) == (0.0, None)
+        assert {t.model: t.available for t in stats.targets} == {
+            "gpt-4o": 0.0, "claude": 1.0, "gemini": None}  # fmt: skip
+    assert models["openai", "gpt-4o"].unpriced == 4  # the window: 6 - 2
+    cooled = parse(
+        'llm_router_upstream_available{gen_ai_provider_name="x",gen_ai_request_model="m",'
+        'instance="1"} 1\n'
+        'llm_router_upstream_available{gen_ai_provider_name="x",gen_ai_request_model="m",'
+        'instance="2"} 0\n',
+        at=1.0,
+    )
+    [only] = summarize(cooled).models  # out of rotation without attempts: still a row
+    assert (only.provider, only.model, only.attempts, only.available) == ("x", "m", 0, 0.0)
 
 
 def test_providers_ranked_by_success_rate_then_latency():
@@ -393,6 +470,59 @@ def test_stats_reads_this_process_and_windows_since_the_previous_call():
     assert routemeter.stats(since="previous").route("chat").requests == 0  # type: ignore[union-attr]
     with pytest.raises(ValueError, match="since"):
         routemeter.stats(since="yesterday")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("recorder", RECORDERS)
+def test_stats_equal_the_savings_ledger(recorder: str):
+    """Savings, goodput, overhead, attempts, unpriced attempts, availability and tenants equal
+    the ledger of tests/recording/test_savings.py, on both recorders."""
+    routemeter.setup(
+        exporters="prometheus", prometheus_server=False, recorder=recorder, set_global=False
+    )
+    run_ledger()
+    stats = routemeter.stats()
+    think, plain, total = stats.route("think"), stats.route("plain"), stats.total
+    assert think is not None
+    assert plain is not None
+    exact = {"rel": 1e-12, "abs": 0}
+    # think: R1 answered by gpt-4o-mini after a 529 (waste), R2 without usage; baseline gpt-4o
+    assert think.baseline_cost_usd == pytest.approx(BASELINE_R1, **exact)
+    assert think.cost_usd == pytest.approx(COST_R1 + WASTE_R1, **exact)
+    assert think.savings_usd == pytest.approx(BASELINE_R1 - COST_R1 - WASTE_R1, **exact)
+    # plain: an unpriced model, so no cost at all; the client asked for gpt-4o
+    assert (plain.cost_usd, plain.savings_usd) == (0.0, pytest.approx(BASELINE_R3, **exact))
+    assert total.savings_usd == pytest.approx(
+        BASELINE_R1 + BASELINE_R3 - COST_R1 - WASTE_R1, **exact
+    )
+    # R1 met its 1 s objective, R2 (2.5 s) did not; plain has no SLO
+    assert (think.good, think.goodput, plain.good, plain.goodput) == (1, 0.5, 1, 1.0)
+    assert (total.good, total.goodput) == (2, pytest.approx(2 / 3))
+    # overhead: R1 1.0 - 0.5, R2 2.5 - 2.0 (both in (0.25, 0.5]), R3 0.5 - 0.25 (in (0.1, 0.25])
+    assert (think.overhead.count, think.overhead.mean) == (2, 0.5)
+    assert (plain.overhead.count, plain.overhead.mean) == (1, 0.25)
+    assert total.overhead.p50 == pytest.approx(0.25 + 0.25 * (0.5 / 2))  # rank 1.5
+    assert total.overhead.p95 == pytest.approx(0.25 + 0.25 * (1.85 / 2))  # rank 2.85
+    assert (think.attempts_per_request.count, think.attempts_per_request.mean) == (2, 1.5)
+    assert total.attempts_per_request.mean == pytest.approx(4 / 3)
+    assert (think.unpriced, plain.unpriced, total.unpriced) == (1, 1, 2)
+    models = {(m.provider, m.model): (m.attempts, m.unpriced, m.available) for m in stats.models}
+    assert models == {
+        ("openai", "gpt-4o-mini"): (2, 1, 0.0),  # cooled down until recovered
+        ("anthropic", "claude-sonnet-4-5"): (1, 0, 1.0),  # its 0 s cooldown is over
+        ("google", "gemini-2.5-pro"): (0, 0, 0.0),  # cooled down for an hour, never tried
+        ("acme", "house-llm"): (1, 1, 1.0),  # recovered
+    }
+    tenants = {t.tenant: t for t in stats.tenants}
+    assert set(tenants) == {"team-a", "_OTHER"}  # R3 names none; R2's key-shaped name folds
+    team = tenants["team-a"]
+    assert (team.requests, team.errors, team.good, team.goodput) == (1, 0, 1, 1.0)
+    assert team.tokens == {"input": 1100, "output": 200}
+    assert team.savings_usd == pytest.approx(BASELINE_R1 - COST_R1 - WASTE_R1, **exact)
+    other = tenants["_OTHER"]
+    assert (other.requests, other.good, other.cost_usd, other.savings_usd) == (1, 0, 0.0, None)
+    body = stats.to_json()
+    assert "sk-proj" not in body
+    assert stats.as_dict()["total"]["overhead"]["count"] == 3
 
 
 def test_stats_without_a_prometheus_reader_says_what_to_do():
@@ -572,6 +702,18 @@ def prom_results(prom: PrometheusServer, at: float) -> dict[str, dict]:
         f"histogram_quantile(0.95, sum by (le, {R}, {P}, {M}) ({attempt}_bucket))", R, P, M
     )
     out["provider_p0.95"] = q(f"histogram_quantile(0.95, sum by (le, {P}) ({attempt}_bucket))", P)
+    baseline, cost = "llm_router_baseline_cost_usd_total", "llm_router_cost_usd_total"
+    savings = (
+        f"sum by ({R}) ({baseline}) - (sum by ({R}) ({cost}) or sum by ({R}) ({baseline}) * 0)"
+    )
+    out["savings"] = q(savings, R)
+    out["total_savings"] = q(f"sum({savings})")
+    out["goodput"] = q(ratio("llm_router_requests_good_total", f"{server}_count", R), R)
+    overhead = "llm_router_overhead_duration_seconds"
+    out["overhead_p0.95"] = q(f"histogram_quantile(0.95, sum by (le, {R}) ({overhead}_bucket))", R)
+    tries = "llm_router_request_attempts"
+    out["tries"] = q(f"sum by ({R}) ({tries}_sum) / sum by ({R}) ({tries}_count)", R)
+    out["available"] = q(f"min by ({P}, {M}) (llm_router_upstream_available)", P, M)
     return out
 
 
@@ -601,5 +743,16 @@ def compare_since_start(promql: dict[str, dict], snapshot: dict[str, Any]) -> No
     }  # fmt: skip
     same(fallbacks, promql["fallbacks"])
     assert fallbacks
+    same({k: r["savings_usd"] for k, r in routes.items()}, promql["savings"], 1e-9)
+    same({(): snapshot["total"]["savings_usd"]}, promql["total_savings"], 1e-9)
+    same({k: r["goodput"] for k, r in routes.items()}, promql["goodput"])
+    same({k: r["overhead"]["p95"] for k, r in routes.items()}, promql["overhead_p0.95"])
+    same({k: r["attempts_per_request"]["mean"] for k, r in routes.items()}, promql["tries"])
+    models = {(m["provider"], m["model"]): m["available"] for m in snapshot["models"]}
+    available = {k: v for k, v in models.items() if v is not None}
+    if promql["available"]:
+        same(available, promql["available"])
+    else:  # the seeded load cooled no upstream down this time (cooldowns depend on timing)
+        assert available == {}
     success = [p["success_rate"] for p in snapshot["providers"]]
     assert success == sorted(success, reverse=True)  # ranked by success rate first

@@ -49,9 +49,23 @@ def test_view_fits_80_columns_and_shows_the_numbers():
     assert providers == ["anthropic", "gcp.gemini", "openai"]
     assert "gpt-4o -> claude" in text
     assert "tokens  in 3900, out 600" in text
+    value = lines.index(next(line for line in lines if line.startswith("value ")))
+    rows = [line.split() for line in lines[value:] if line.startswith(("a ", "b ", "all "))]
+    # route a, scrape 3: 105 of 150 good, baseline 3.0 - cost 2.25, overhead of 150 requests
+    # in [40, 50, 50, 50] x 3 buckets (p50 rank 75 in [0, 0.1], p95 rank 142.5 in (0.1, 0.2])
+    assert rows[0] == ["a", "70.0", "3.0000", "0.7500", "25.0", "62ms", "175ms", "1.40"]
+    assert rows[1] == ["b", "100.0", "-", "-", "-", "-", "-", "-"]  # no baseline, no overhead
+    assert rows[2][:4] == ["all", f"{105 / 174 * 100 + 24 / 174 * 100:.1f}", "3.0000", "0.7500"]
+    up = {line.split()[0]: line.split()[-1] for line in lines
+          if line.split()[:1] in (["anthropic"], ["gcp.gemini"], ["openai"])}  # fmt: skip
+    assert up == {"anthropic": "yes", "gcp.gemini": "-", "openai": "no"}
     once = rendered(_top.render(summarize(now)))  # no rates: no per-second columns
     assert "req/s" not in once
     assert "try/s" not in once
+    old = "\n".join(line for line in known().splitlines()
+                    if not line.startswith(("llm_router_overhead", "llm_router_requests_good",
+                                            "llm_router_baseline")))  # fmt: skip
+    assert "value " not in rendered(_top.render(summarize(parse(old + "\n"))))  # older routers
 
 
 def test_worst_case_cells_still_fit_80_columns():
@@ -88,12 +102,23 @@ def test_worst_case_cells_still_fit_80_columns():
         (_top.per_second(123_456.0), "123k"),
         (_top.usd(1234.5), "1234"),
         (_top.usd(12_345_678.0), "12.3M"),
+        (_top.usd(None), "-"),
+        (_top.mean(1.4), "1.40"),
+        (_top.available(0.0), "no"),
+        (_top.available(1.0), "yes"),
+        (_top.available(None), "-"),
     ],
 )
 def test_cells_are_short(value, cell):
     """Counts, durations, percentages and dollars format into at most 6 characters."""
     assert value == cell
     assert len(cell) <= 6
+
+
+def test_negative_savings_keep_their_sign():
+    """Savings below zero (routing cost more than the baseline) show with a minus sign."""
+    assert _top.usd(-0.00015) == "-0.0001"
+    assert _top.usd(-1234.5) == "-1234"
 
 
 @pytest.fixture

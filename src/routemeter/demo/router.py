@@ -283,7 +283,7 @@ class Router:
                 }
             )
         if self.cooldowns.failed(target, time.monotonic()):
-            routemeter.cooldown(target[0], target[1], why)
+            routemeter.cooldown(target[0], target[1], why, seconds=self.settings.cooldown_s)
             call.facts.cooldowns.append(
                 {"provider": target[0], "model": target[1], "error_type": why}
             )

@@ -34,6 +34,7 @@ __all__ = [
     "Samples",
     "Stats",
     "StatsUnavailable",
+    "TenantStats",
     "UpstreamStats",
     "delta",
     "histogram_quantile",
@@ -62,7 +63,8 @@ class StatsUnavailable(RuntimeError):
 @dataclass(frozen=True, slots=True)
 class Latency:
     """A histogram's observations: how many, their mean, and p50/p95/p99 interpolated from the
-    buckets as PromQL's ``histogram_quantile`` does (seconds; ``None`` without observations)."""
+    buckets as PromQL's ``histogram_quantile`` does (in the histogram's unit: seconds, or
+    attempts for ``attempts_per_request``; ``None`` without observations)."""
 
     count: int
     mean: float | None
@@ -104,6 +106,22 @@ class RouteStats:
     cache_lookups: int
     cache_hits: int
     cache_hit_ratio: float | None
+    baseline_cost_usd: float
+    """The answers' usage priced at the baseline model (``llm.router.baseline.cost.usd``)."""
+    savings_usd: float | None
+    """``baseline_cost_usd - cost_usd`` of the routes that report a baseline cost (the total:
+    the sum over those routes); ``None`` when none does. Negative: routing cost more."""
+    good: int
+    """Requests that succeeded within every objective of their route's SLO."""
+    goodput: float | None
+    """``good / requests``; ``None`` without requests."""
+    overhead: Latency
+    """The router's own time per request (``llm.router.overhead.duration``)."""
+    attempts_per_request: Latency
+    """Upstream attempts per request (``llm.router.request.attempts``): ``mean`` and
+    percentiles in attempts; 0 for a request answered without going upstream."""
+    unpriced: int
+    """Upstream attempts whose spend ``cost_usd`` leaves out (``llm.router.cost.unpriced``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +144,29 @@ class UpstreamStats:
     time_to_first_chunk: Latency
     tokens: Mapping[str, int]
     cost_usd: float
+    unpriced: int
+    """Attempts whose spend ``cost_usd`` leaves out (``llm.router.cost.unpriced``)."""
+    available: float | None
+    """``llm.router.upstream.available`` now: 1 in rotation, 0 cooled down (the lowest over
+    instances, and over a provider's models); ``None`` when never reported. A gauge: never
+    windowed."""
+
+
+@dataclass(frozen=True, slots=True)
+class TenantStats:
+    """Requests for one ``llm.router.tenant`` the app named, over every route."""
+
+    tenant: str
+    requests: int
+    errors: int
+    error_rate: float | None
+    good: int
+    goodput: float | None
+    tokens: Mapping[str, int]
+    cost_usd: float
+    baseline_cost_usd: float
+    savings_usd: float | None
+    """``baseline_cost_usd - cost_usd`` when the tenant has a baseline cost, else ``None``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +217,8 @@ class Stats:
     fallbacks: tuple[FallbackStats, ...]
     """From -> to per route and reason, most frequent first."""
     caches: tuple[CacheStats, ...]
+    tenants: tuple[TenantStats, ...]
+    """Per tenant the app named (``rec.tenant()``), by name; empty when it names none."""
 
     @property
     def window_s(self) -> float | None:
@@ -304,10 +347,22 @@ class _Names:
     from_model: str
     cache_name: str
     cache_result: str
+    baseline: str
+    good: str
+    unpriced: str
+    overhead: str
+    tries: str
+    available: str
+    tenant: str
 
     @property
     def histograms(self) -> tuple[str, ...]:
-        return (self.server, self.attempt, self.ttft, self.ttfc)
+        return (self.server, self.attempt, self.ttft, self.ttfc, self.overhead, self.tries)
+
+    @property
+    def gauges(self) -> frozenset[str]:
+        """What a window keeps as it is now instead of differencing."""
+        return frozenset({self.active, self.available})
 
     @property
     def wanted(self) -> frozenset[str]:
@@ -315,8 +370,11 @@ class _Names:
         parts = {
             f"{h}{suffix}" for h in self.histograms for suffix in ("_bucket", "_count", "_sum")
         }
-        counters = (self.tokens, self.cost, self.fallbacks, self.lookups, self.rejections)
-        return frozenset({*parts, *counters, self.active})
+        counters = (
+            *(self.tokens, self.cost, self.fallbacks, self.lookups, self.rejections),
+            *(self.baseline, self.good, self.unpriced),
+        )
+        return frozenset({*parts, *counters, *self.gauges})
 
 
 @cache
@@ -350,6 +408,13 @@ def _names() -> _Names:
         from_model=label(sc.LLM_ROUTER_FALLBACK_FROM_MODEL),
         cache_name=label(sc.LLM_ROUTER_CACHE_NAME),
         cache_result=label(sc.LLM_ROUTER_CACHE_RESULT),
+        baseline=prometheus_name(ins.BASELINE_COST),
+        good=prometheus_name(ins.REQUESTS_GOOD),
+        unpriced=prometheus_name(ins.COST_UNPRICED),
+        overhead=prometheus_name(ins.OVERHEAD_DURATION),
+        tries=prometheus_name(ins.REQUEST_ATTEMPTS),
+        available=prometheus_name(ins.UPSTREAM_AVAILABLE),
+        tenant=label(sc.LLM_ROUTER_TENANT),
     )
 
 
@@ -442,10 +507,10 @@ def delta(now: Samples, before: Samples | None) -> Samples:
     ``before=None`` returns ``now`` (since start)."""
     if before is None:
         return now
-    gauge = _names().active
+    gauges = _names().gauges
     series: dict[str, dict[LabelSet, float]] = {}
     for name, values in now.series.items():
-        if name == gauge:
+        if name in gauges:
             series[name] = dict(values)
             continue
         earlier = before.series.get(name, {})
@@ -488,7 +553,7 @@ class _Reader:
         self.samples = samples
         self._dicts: dict[LabelSet, dict[str, str]] = {}
 
-    def _labels(self, labels: LabelSet) -> dict[str, str]:
+    def labels(self, labels: LabelSet) -> dict[str, str]:
         found = self._dicts.get(labels)
         if found is None:
             found = self._dicts[labels] = dict(labels)
@@ -502,7 +567,7 @@ class _Reader:
     ) -> dict[Key, float]:
         values: dict[Key, list[float]] = {}
         for labels, value in self.samples.series.get(name, {}).items():
-            d = self._labels(labels)
+            d = self.labels(labels)
             if where is not None and not where(d):
                 continue
             values.setdefault(tuple(d.get(k, "") for k in keys), []).append(value)
@@ -512,7 +577,7 @@ class _Reader:
     def hist_by(self, base: str, keys: tuple[str, ...]) -> dict[Key, _Hist]:
         out: dict[Key, _Hist] = {}
         for labels, value in self.samples.series.get(f"{base}_bucket", {}).items():
-            d = self._labels(labels)
+            d = self.labels(labels)
             le = d.get("le")
             if le is None:
                 continue
@@ -585,6 +650,11 @@ def summarize(samples: Samples) -> Stats:
     cost = read.sum_by(n.cost, route_k)
     lookups = read.sum_by(n.lookups, (n.route, n.cache_name, n.cache_result))
     errors_by_route = _nested(errors, 1)
+    baseline = read.sum_by(n.baseline, route_k)
+    good = read.sum_by(n.good, route_k)
+    unpriced = read.sum_by(n.unpriced, route_k)
+    overheads = read.hist_by(n.overhead, route_k)
+    tries = read.hist_by(n.tries, route_k)
 
     def route_row(route: str, pick: Callable[[Key], bool]) -> RouteStats:
         def total(flat: Mapping[Key, float]) -> float:
@@ -614,6 +684,7 @@ def summarize(samples: Samples) -> Stats:
         errs = sum(by_type.values())
         looked = total(lookups)
         hits = sum(v for k, v in lookups.items() if pick(k) and k[2] == "hit")
+        n_good = total(good)
         return RouteStats(
             route=route,
             requests=_int(reqs),
@@ -632,6 +703,13 @@ def summarize(samples: Samples) -> Stats:
             cache_lookups=_int(looked),
             cache_hits=_int(hits),
             cache_hit_ratio=_ratio(hits, looked),
+            baseline_cost_usd=total(baseline),
+            savings_usd=_savings(baseline, cost, pick),
+            good=_int(n_good),
+            goodput=_ratio(n_good, reqs),
+            overhead=hist(overheads),
+            attempts_per_request=hist(tries),
+            unpriced=_int(total(unpriced)),
         )
 
     seen: set[str] = {k[0] for k in durations} | {k[0] for k in tokens}
@@ -648,6 +726,12 @@ def summarize(samples: Samples) -> Stats:
     ttfc = read.hist_by(n.ttfc, up_k)
     up_tokens = read.sum_by(n.tokens, (*up_k, n.token_type))
     up_cost = read.sum_by(n.cost, up_k)
+    up_unpriced = read.sum_by(n.unpriced, up_k)
+    available: dict[Key, float] = {}  # (provider, model) -> lowest value over instances
+    for labels, value in read.samples.series.get(n.available, {}).items():
+        d = read.labels(labels)
+        key = (d.get(n.provider, ""), d.get(n.model, ""))
+        available[key] = min(value, available.get(key, value))
 
     def upstream(width: int) -> list[UpstreamStats]:
         """Rows grouped on the first ``width`` parts of (provider, model, route)."""
@@ -684,9 +768,17 @@ def summarize(samples: Samples) -> Stats:
             inner = toks.setdefault(group(key[:3]), {})
             inner[key[3]] = inner.get(key[3], 0) + _int(value)
         costs = add({}, up_cost)
+        unpriced_by = add({}, up_unpriced)
         hists, chunks = merge(att_hist), merge(ttfc)
+        up: dict[Key, float] = {}
+        for (provider, model), value in available.items():
+            key = (provider, model)[:width]
+            up[key] = min(value, up.get(key, value))
+        keys = set(counts) | set(toks) | set(costs) | set(unpriced_by)
+        if width < 3:  # an upstream out of rotation shows even without attempts
+            keys |= set(up)
         rows: list[UpstreamStats] = []
-        for g in sorted(set(counts) | set(toks) | set(costs)):
+        for g in sorted(keys):
             count = counts.get(g, 0.0)
             by_type = dict(sorted(errs_by.get(g, {}).items()))
             errs = sum(by_type.values())
@@ -706,6 +798,8 @@ def summarize(samples: Samples) -> Stats:
                     time_to_first_chunk=chunks[g].latency() if g in chunks else NO_LATENCY,
                     tokens=dict(sorted(toks.get(g, {}).items())),
                     cost_usd=costs.get(g, 0.0),
+                    unpriced=_int(unpriced_by.get(g, 0.0)),
+                    available=up.get(g[:2]),
                 )
             )
         return rows
@@ -742,7 +836,51 @@ def summarize(samples: Samples) -> Stats:
         providers=_ranked(upstream(1)),
         fallbacks=fallback_rows,
         caches=cache_rows,
+        tenants=_tenants(read, n),
     )
+
+
+def _savings(
+    baseline: Mapping[Key, float], cost: Mapping[Key, float], pick: Callable[[Key], bool]
+) -> float | None:
+    """Baseline minus actual cost over the keys that have a baseline cost, as the recording
+    rule computes it: ``sum by (k) (baseline) - (sum by (k) (cost) or ... * 0)``, summed."""
+    parts = [part for key, value in baseline.items() if pick(key)
+             for part in (value, -cost.get(key, 0.0))]  # fmt: skip
+    return math.fsum(parts) if parts else None
+
+
+def _tenants(read: _Reader, n: _Names) -> tuple[TenantStats, ...]:
+    """Per named tenant; the token and cost families are read only when one exists."""
+    tenant_k = (n.tenant,)
+    requests = read.sum_by(f"{n.server}_count", tenant_k)
+    named = sorted(k[0] for k in requests if k[0])
+    if not named:
+        return ()
+    errors = read.sum_by(f"{n.server}_count", tenant_k, lambda d: d.get(n.error, "") != "")
+    good = read.sum_by(n.good, tenant_k)
+    tokens = _nested(read.sum_by(n.tokens, (n.tenant, n.token_type)), 1)
+    cost = read.sum_by(n.cost, tenant_k)
+    baseline = read.sum_by(n.baseline, tenant_k)
+    rows = []
+    for name in named:
+        key = (name,)
+        reqs, n_good, errs = requests[key], good.get(key, 0.0), errors.get(key, 0.0)
+        rows.append(
+            TenantStats(
+                tenant=name,
+                requests=_int(reqs),
+                errors=_int(errs),
+                error_rate=_ratio(errs, reqs),
+                good=_int(n_good),
+                goodput=_ratio(n_good, reqs),
+                tokens=dict(sorted(tokens.get(key, {}).items())),
+                cost_usd=cost.get(key, 0.0),
+                baseline_cost_usd=baseline.get(key, 0.0),
+                savings_usd=_savings(baseline, cost, _first_is(name)),
+            )
+        )
+    return tuple(rows)
 
 
 # --- this process ---------------------------------------------------------------------------

@@ -123,7 +123,12 @@ def per_second(rate: float | None) -> str:
     return f"{rate:.0f}" if round(rate) < 1000 else count(round(rate))
 
 
-def usd(value: float) -> str:
+def usd(value: float | None) -> str:
+    """At most 6 characters (7 with a minus sign: savings can be negative)."""
+    if value is None:
+        return "-"
+    if value < 0:
+        return "-" + usd(-value)
     if value == 0:
         return "0"
     if round(value, 4) < 10:
@@ -131,6 +136,17 @@ def usd(value: float) -> str:
     if round(value, 2) < 1000:
         return f"{value:.2f}"
     return f"{value:.0f}" if round(value) < 100_000 else count(round(value))
+
+
+def mean(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def available(value: float | None) -> str:
+    """The rotation gauge: ``yes`` (1), ``no`` (0), ``-`` never reported."""
+    if value is None:
+        return "-"
+    return "yes" if value >= 1 else "no"
 
 
 def _table() -> Table:
@@ -186,16 +202,53 @@ def routes_table(stats: Stats, rates: Stats | None = None, *, live: bool = False
     return _titled(title, table)
 
 
+def _has_value_numbers(stats: Stats) -> bool:
+    """Whether the endpoint reports savings, goodput or overhead (routers before them do not)."""
+    t = stats.total
+    return t.good > 0 or t.baseline_cost_usd > 0 or t.overhead.count > 0
+
+
+def value_table(stats: Stats) -> RenderableType:
+    """Per route: goodput, baseline cost and savings, the router's own overhead p50/p95 and
+    attempts per request."""
+    title = "value  good: met the SLO, saved: baseline - cost, ovh: router overhead"
+    table = _table()
+    table.add_column("route", no_wrap=True, overflow="ellipsis", max_width=14)
+    _numeric(table, "good%", "baseline", "saved", "saved%", "ovh p50", "ovh p95", "tries")
+    rows = [(r.route or "(none)", r) for r in stats.routes]
+    if len(stats.routes) > 1:
+        rows.append(("all", stats.total))
+    for label, r in rows:
+        if r is stats.total:
+            table.add_section()
+        share = None
+        if r.savings_usd is not None and r.baseline_cost_usd > 0:
+            share = r.savings_usd / r.baseline_cost_usd
+        table.add_row(
+            label,
+            percent(r.goodput),
+            usd(r.baseline_cost_usd if r.savings_usd is not None else None),
+            usd(r.savings_usd),
+            percent(share),
+            seconds(r.overhead.p50),
+            seconds(r.overhead.p95),
+            mean(r.attempts_per_request.mean),
+            style="bold" if r is stats.total else None,
+        )
+    return _titled(title, table)
+
+
 def upstreams_table(
     stats: Stats, rates: Stats | None = None, *, live: bool = False
 ) -> RenderableType:
     """Per provider and model, ranked by success rate then p95 attempt latency: attempts (per
-    second when ``live``), success rate, attempt latency p50/p95 and cost."""
-    title = "providers  ranked by success rate, then p95 attempt latency"
+    second when ``live``), success rate, attempt latency p50/p95, cost and whether it is in
+    rotation now (``up``)."""
+    title = "providers  ranked by success rate, then p95 attempt latency; up: in rotation"
     table = _table()
     table.add_column("provider", no_wrap=True, overflow="ellipsis", max_width=12)
-    table.add_column("model", no_wrap=True, overflow="ellipsis", max_width=23)
-    _numeric(table, *(["try/s"] if live else []), "tries", "ok%", "p50", "p95", "USD")
+    table.add_column("model", no_wrap=True, overflow="ellipsis", max_width=20)
+    _numeric(table, *(["try/s"] if live else []), "tries", "ok%", "p50", "p95", "USD", "up")
     recent = {(m.provider, m.model): m.rate for m in rates.models} if rates is not None else {}
     for m in stats.models:
         rate = [per_second(recent.get((m.provider, m.model)))] if live else []
@@ -208,6 +261,7 @@ def upstreams_table(
             seconds(m.duration.p50),
             seconds(m.duration.p95),
             usd(m.cost_usd),
+            available(m.available),
         )
     return _titled(title, table)
 
@@ -258,9 +312,10 @@ def render(
     source: str | None = None,
     fallbacks: int | None = None,
 ) -> RenderableType:
-    """The whole view: a heading, routes, providers, fallbacks (at most ``fallbacks`` rows)
-    and the token totals. ``live`` adds per-second columns, filled from ``rates`` (the
-    difference between the last two scrapes) once there is one."""
+    """The whole view: a heading, routes, their value (goodput, savings, overhead), providers,
+    fallbacks (at most ``fallbacks`` rows) and the token totals. ``live`` adds per-second
+    columns, filled from ``rates`` (the difference between the last two scrapes) once there
+    is one."""
     stamp = datetime.fromtimestamp(stats.at).strftime("%H:%M:%S")
     head = f"routemeter  {source + '  ' if source else ''}{stamp}  {_window(stats)}"
     if stats.total.in_flight:
@@ -270,6 +325,8 @@ def render(
         parts.append(Text("no routed requests yet"))
         return Group(*parts)
     parts += ["", routes_table(stats, rates, live=live)]
+    if _has_value_numbers(stats):
+        parts += ["", value_table(stats)]
     if stats.models:
         parts += ["", upstreams_table(stats, rates, live=live)]
     if stats.fallbacks:

@@ -69,6 +69,7 @@
   function fmtUSD(v) {
     if (!isNum(v)) return DASH;
     if (v === 0) return "$0";
+    if (v < 0) return "−" + fmtUSD(-v); // savings below the baseline
     if (Math.abs(v) >= 100) return "$" + v.toFixed(0);
     if (Math.abs(v) >= 1) return "$" + v.toFixed(2);
     return "$" + Number(v.toPrecision(3)).toString();
@@ -273,8 +274,9 @@
     );
   }
 
-  function kpi(label, value, sub, key) {
-    return el("div", { cls: "kpi", data: { kpi: key } }, [
+  /** A tile; ``raw`` (the number behind ``value``) is kept in data-value, as table cells do. */
+  function kpi(label, value, sub, key, raw) {
+    return el("div", { cls: "kpi", data: { kpi: key, value: raw } }, [
       el("div", { cls: "label", text: label }),
       el("div", { cls: "value", text: value }),
       el("div", { cls: "sub", text: sub || "\u00a0" }),
@@ -284,6 +286,12 @@
   function renderKpis(s) {
     const t = s.total;
     const tokens = t.tokens || {};
+    const overhead = t.overhead || {};
+    const tries = t.attempts_per_request || {};
+    const share = isNum(t.savings_usd) && t.baseline_cost_usd > 0 ? t.savings_usd / t.baseline_cost_usd : null;
+    const saved = isNum(t.savings_usd)
+      ? `${fmtPct(share)} of ${fmtUSD(t.baseline_cost_usd)} baseline`
+      : "no baseline cost in this window";
     $("kpis").replaceChildren(
       kpi("requests", fmtInt(t.requests), `${t.rate === null ? "since start" : fmtRate(t.rate)} · ${fmtInt(t.in_flight)} in flight`, "requests"),
       kpi("errors", fmtInt(t.errors), `${fmtPct(t.error_rate)} of requests`, "errors"),
@@ -293,6 +301,9 @@
       kpi("tokens in / out", `${fmtCompact(tokens.input || 0)} / ${fmtCompact(tokens.output || 0)}`, "", "tokens"),
       kpi("fallbacks", fmtInt(t.fallbacks), `${fmtInt(t.attempts)} upstream attempts`, "fallbacks"),
       kpi("cache hit ratio", fmtPct(t.cache_hit_ratio), `${fmtInt(t.cache_hits)} of ${fmtInt(t.cache_lookups)} lookups`, "cache"),
+      kpi("savings", fmtUSD(t.savings_usd), saved, "savings", t.savings_usd),
+      kpi("goodput", fmtPct(t.goodput), `${fmtInt(t.good)} of ${fmtInt(t.requests)} met the SLO`, "goodput", t.goodput),
+      kpi("overhead p95", fmtSeconds(overhead.p95), `p50 ${fmtSeconds(overhead.p50)} · ${isNum(tries.mean) ? tries.mean.toFixed(2) : DASH} attempts/request`, "overhead", overhead.p95),
     );
   }
 
