@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import reduce
-from types import SimpleNamespace
+from types import MappingProxyType, SimpleNamespace
 from typing import Any
 
 import genai_prices
@@ -834,3 +834,51 @@ def test_first_response_report_equals_the_merging_path(response):
     assert fast.used == merged.used
     assert type(fast.used) is Usage
     assert fast.response_model == merged.response_model
+
+
+_count = st.one_of(
+    st.none(),
+    st.integers(-5, 2**40),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=3),
+)
+_details = st.one_of(
+    st.none(),
+    st.dictionaries(
+        st.sampled_from(
+            ["cached_tokens", "cache_creation_tokens", "cache_write_tokens", "reasoning_tokens"]
+        ),
+        _count,
+    ),
+    st.integers(0, 9),
+)
+_blocks = st.dictionaries(
+    st.sampled_from(
+        [
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "cache_creation_input_tokens",
+            "input_tokens",
+            "output_tokens",
+            "cache_read_input_tokens",
+        ]
+    ),
+    _count,
+) | st.builds(
+    lambda b, p, c: {**b, "prompt_tokens_details": p, "completion_tokens_details": c},
+    st.dictionaries(st.sampled_from(["prompt_tokens", "completion_tokens"]), _count),
+    _details,
+    _details,
+)
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(block=_blocks, model=st.one_of(st.none(), st.text(max_size=5), st.integers()))
+def test_the_dict_fast_path_reads_what_the_general_path_reads(block, model):
+    """A plain-dict response takes a shortcut; read through any other Mapping (the general
+    path) it gives the same usage and response model, whatever the values."""
+    response = {"usage": block, "model": model}
+    general = MappingProxyType({**response, "usage": MappingProxyType(block)})
+    assert extract(response) == extract(general)
+    assert response_model(response) == response_model(general)

@@ -143,8 +143,50 @@ def from_usage_block(u: Any) -> Usage:
     return EMPTY
 
 
+_new_usage = tuple.__new__  # a Usage without the namedtuple's Python-level __new__
+
+
+def _openai_dict(u: dict[str, Any]) -> Usage | None:
+    """``from_usage_block`` for the commonest block, an OpenAI chat ``usage`` dict whose details
+    are dicts too, in plain dict lookups; ``None`` for any other shape (the general path then
+    reads it; ``tests/request/test_usage.py`` holds both to the same answers)."""
+    prompt = tokens(u.get("prompt_tokens"))
+    completion = u.get("completion_tokens")
+    if prompt is None and completion is None:  # from_usage_block's test, exactly
+        return None
+    details = u.get("prompt_tokens_details")
+    finished = u.get("completion_tokens_details")
+    if details is None:
+        cached = writes = None
+    elif type(details) is dict:
+        cached = details.get("cached_tokens")
+        writes = details.get("cache_creation_tokens")
+        if writes is None:
+            writes = details.get("cache_write_tokens")
+    else:
+        return None
+    if writes is None:
+        writes = u.get("cache_creation_input_tokens")
+    if finished is None:
+        reasoning = None
+    elif type(finished) is dict:
+        reasoning = finished.get("reasoning_tokens")
+    else:
+        return None
+    return _new_usage(
+        Usage,
+        (prompt, tokens(completion), tokens(cached), tokens(writes), tokens(reasoning)),
+    )
+
+
 def extract(response: Any) -> Usage:
     """Usage carried by a response or a streaming event; ``EMPTY`` when it carries none."""
+    if type(response) is dict:
+        block = response.get("usage")
+        if type(block) is dict:
+            found = _openai_dict(block)
+            if found is not None:
+                return found
     if response is None or isinstance(response, (str, bytes, int, float)):
         return EMPTY
     block = _get(response, "usage")
@@ -171,6 +213,10 @@ def merge(old: Usage, new: Usage) -> Usage:
 
 def response_model(response: Any) -> str | None:
     """The model a response says served it (``model``, or Anthropic's ``message.model``)."""
+    if type(response) is dict:
+        found = response.get("model")
+        if type(found) is str:
+            return found
     if response is None or isinstance(response, (str, bytes, int, float)):
         return None
     model = _get(response, "model")
