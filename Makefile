@@ -74,6 +74,7 @@ docs: $(STAMP)
 bench: $(STAMP) wrk
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.realistic
+	$(BIN)/python -m benchmarks.litellm_callback $(LITELLM_BENCH_ARGS)
 	$(BIN)/python -m benchmarks.stall $(STALL_ARGS)
 	$(BIN)/python -m benchmarks.e2e $(E2E_ARGS)
 	if command -v valgrind >/dev/null; then $(BIN)/python -m benchmarks.instructions; \

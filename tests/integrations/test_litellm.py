@@ -506,6 +506,27 @@ async def test_cooldowns_and_the_routers_own_refusal(install, routers, stub, met
     assert metrics.value("llm.router.cooldowns") == 3
 
 
+async def test_watched_cooldowns_take_upstreams_out_of_rotation_for_their_time(
+    install, routers, stub, metrics
+):
+    """A watched Router's cooldown sets llm.router.upstream.available to 0 for LiteLLM's own
+    cooldown time, then back to 1 without any call (LiteLLM's cooldowns expire by themselves)."""
+    callback = install()
+    router = routers([at("pool", "openai/limited-a", stub.api_base)], cooldown_time=60)
+    callback.watch(router)
+    model_id = router.get_model_ids("pool")[0]
+    available = {"gen_ai.provider.name": "openai", "gen_ai.request.model": "limited-a"}
+    router.cooldown_cache.add_deployment_to_cooldown(
+        model_id=model_id,
+        original_exception=litellm.RateLimitError("slow down", "openai", "limited-a"),
+        exception_status=429,
+        cooldown_time=0.2,
+    )
+    assert metrics.value("llm.router.upstream.available", available) == 0
+    await asyncio.sleep(0.3)
+    assert metrics.value("llm.router.upstream.available", available) == 1
+
+
 async def test_plain_completion_uses_the_default_route(install, metrics):
     """litellm.acompletion without a Router: the default route label, the model as requested."""
     callback = install()

@@ -20,6 +20,11 @@ back into one routemeter request record:
   the request arrive (``async_pre_call_hook``: inside the proxy), else ``litellm_trace_id``,
   which ``Router`` mints once per routed call and keeps across its retries and fallbacks (a
   plain ``litellm.completion`` call gets its own).
+- The route label is resolved once, when the request's first upstream call starts (inside the
+  proxy: after every pre-call hook ran, whatever the order of the callbacks, so labels a
+  router's hook writes into the metadata are seen), or when the proxy answers an error first.
+- The model that answered is the response's ``model``, except where the proxy restamped it
+  with the model the client asked for (OpenAI-format answers): then it is the deployment's.
 - A success event ends the request: nothing is retried after a success. The request is
   committed at once with every attempt seen so far.
 - A failure event may be followed by a retry or a fallback, and LiteLLM announces neither, nor
@@ -113,6 +118,8 @@ def _perf(value: Any, perf_now: float, wall_now: float) -> float | None:
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
+    if type(value) is dict:  # LiteLLM's own shape, without the ABC check below
+        return value
     return value if isinstance(value, Mapping) else {}
 
 
@@ -123,8 +130,8 @@ def _metadata(kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
     found: Mapping[str, Any] = {}
     for source in (params, kwargs):
         for name in ("metadata", "litellm_metadata"):
-            md = source.get(name)
-            if isinstance(md, Mapping) and md:
+            md = _mapping(source.get(name))
+            if md:
                 if "model_group" in md:
                     return md
                 found = found or md
@@ -150,24 +157,66 @@ def _server(api_base: Any) -> tuple[str | None, int | None]:
         return None, None
 
 
-def _target(kwargs: Mapping[str, Any]) -> tuple[str, str, str | None, int | None] | None:
+Target = tuple[str, str, str | None, int | None]
+"""(provider, model, server address, server port) of the deployment a call went to."""
+
+_TARGETS: dict[tuple[Any, Any, Any], Target] = {}
+"""Targets by (provider, model, api_base) as LiteLLM passes them: a router has a handful of
+deployments, so each is resolved (and its ``api_base`` parsed) once, not per call."""
+
+_MAX_TARGETS: Final = 4096
+
+
+def _target(kwargs: Mapping[str, Any]) -> Target | None:
     """(provider, model, server address, port) of the deployment a call went to; ``None`` when
     no provider was resolved (nothing was sent upstream)."""
     params = _mapping(kwargs.get("litellm_params"))
     provider = kwargs.get("custom_llm_provider") or params.get("custom_llm_provider")
     model = kwargs.get("model")
+    api_base = params.get("api_base")
+    key = (provider, model, api_base)
+    try:
+        found = _TARGETS.get(key)
+    except TypeError:  # an unhashable api_base: not LiteLLM's
+        return None
+    if found is not None:
+        return found
     if not isinstance(provider, str) or not provider or not isinstance(model, str) or not model:
         return None
     if model.startswith(provider + "/"):
         model = model[len(provider) + 1 :]
-    address, port = _server(params.get("api_base"))
-    return provider, model, address, port
+    address, port = _server(api_base)
+    target = (provider, model, address, port)
+    if len(_TARGETS) >= _MAX_TARGETS:
+        _TARGETS.clear()
+    _TARGETS[key] = target
+    return target
+
+
+_RATELIMIT_HEADERS: Final = tuple(
+    prefix + name
+    for name in (
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-remaining-tokens",
+        "anthropic-ratelimit-requests-remaining",
+        "anthropic-ratelimit-tokens-remaining",
+        "anthropic-ratelimit-input-tokens-remaining",
+        "anthropic-ratelimit-output-tokens-remaining",
+    )
+    for prefix in ("", "llm_provider-")
+)
+"""The rate-limit headers routemeter reads, as LiteLLM's ``additional_headers`` name them
+(httpx's lower-case names, some also with LiteLLM's ``llm_provider-`` prefix)."""
 
 
 def _response_headers(response: Any) -> Any:
+    """The rate-limit headers of a response, from LiteLLM's ``additional_headers``: only the
+    few names read, so a response's dozens of other headers are not scanned per call."""
     hidden = getattr(response, "_hidden_params", None)
-    if isinstance(hidden, Mapping):
+    if type(hidden) is dict or isinstance(hidden, Mapping):
         headers = hidden.get("additional_headers")
+        if type(headers) is dict:
+            return {name: headers[name] for name in _RATELIMIT_HEADERS if name in headers}
         if isinstance(headers, Mapping):
             return headers
     return None
@@ -188,12 +237,28 @@ def _refusal(exc: BaseException | None) -> bool:
     )
 
 
+class _Arrival:
+    """A request the proxy received whose record is not opened yet: its route label waits
+    for the first upstream call (or the proxy's failure hook), when every pre-call hook, in
+    whatever order LiteLLM lists them, has written its metadata."""
+
+    __slots__ = ("call_type", "recorder", "requested", "start", "touched")
+
+    def __init__(self, start: float, recorder: Sink, call_type: Any, requested: str | None) -> None:
+        self.start = start
+        self.recorder = recorder
+        self.call_type = call_type
+        self.requested = requested
+        self.touched = monotonic()
+
+
 class _Open:
     """A routed request whose outcome is not known yet."""
 
     __slots__ = (
         "attempting",
         "error",
+        "group",
         "key",
         "rec",
         "recorder",
@@ -202,10 +267,14 @@ class _Open:
         "touched",
     )
 
-    def __init__(self, key: tuple[str, str], rec: Request, recorder: Sink) -> None:
+    def __init__(
+        self, key: tuple[str, str], rec: Request, recorder: Sink, group: str | None
+    ) -> None:
         self.key = key
         self.rec = rec
         self.recorder = recorder
+        self.group = group
+        """The model group the route label was resolved from (after a router's rewrite)."""
         self.attempting = False
         self.refused = False
         self.error: BaseException | None = None
@@ -271,6 +340,8 @@ class RoutemeterCallback(CustomLogger):
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._open: dict[tuple[str, str], _Open] = {}
+        self._arrived: dict[str, _Arrival] = {}
+        self._labels_by_group: dict[str | None, str] = {}
         self._done_calls: dict[str, None] = {}
         self._done_attempts: dict[tuple[Any, ...], None] = {}
         self._routers: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -285,7 +356,7 @@ class RoutemeterCallback(CustomLogger):
     def open_requests(self) -> int:
         """Requests seen but not committed yet (in flight, or waiting for ``settle_s``)."""
         with self._lock:
-            return len(self._open)
+            return len(self._open) + len(self._arrived)
 
     def flush(self) -> None:
         """Commit now every request that only waits for ``settle_s`` (its last attempt failed
@@ -373,7 +444,7 @@ class RoutemeterCallback(CustomLogger):
     def _key_locked(self, kwargs: Mapping[str, Any]) -> tuple[str, str] | None:
         call_id = kwargs.get("litellm_call_id")
         if isinstance(call_id, str) and call_id:
-            if ("call", call_id) in self._open:
+            if ("call", call_id) in self._open or call_id in self._arrived:
                 return ("call", call_id)
             if call_id in self._done_calls:
                 return None  # a late event for a proxy request already committed
@@ -387,23 +458,34 @@ class RoutemeterCallback(CustomLogger):
     def _route_for(self, group: str | None, md: Mapping[str, Any]) -> str:
         route = self._route
         label: Any = None
-        if isinstance(route, str):
-            label = route
-        elif isinstance(route, Mapping):
-            label = route.get(group) if group is not None else None
-        elif route is not None:
+        if route is not None and not isinstance(route, (str, Mapping)):
             try:
                 label = route(group, md)
             except Exception as e:
                 report("litellm route function", e)
                 return OTHER
+            if label is not None:
+                return self._labels(label)
+        else:  # the label depends on the group alone: resolved once per group
+            found = self._labels_by_group.get(group)
+            if found is not None:
+                return found
+            if isinstance(route, str):
+                label = route
+            elif route is not None:
+                label = route.get(group) if group is not None else None
         if label is None:
             if group is None:
                 return self._default_route
             if not self._known_group(group):
-                return OTHER
+                return OTHER  # not cached: the router may learn the group later
             label = group
-        return self._labels(label)
+        resolved = self._labels(label)
+        if route is None or isinstance(route, (str, Mapping)):
+            if len(self._labels_by_group) >= _REMEMBERED:
+                self._labels_by_group.clear()
+            self._labels_by_group[group] = resolved
+        return resolved
 
     def _known_group(self, group: str) -> bool:
         routers = list(self._routers)
@@ -427,10 +509,14 @@ class RoutemeterCallback(CustomLogger):
         kwargs: Mapping[str, Any],
         start: float,
         recorder: Sink,
-        call_type: Any = None,
         group: str | None = None,
     ) -> tuple[_Open, list[_Open]]:
-        """The open record for ``key``, opened now if needed, and the records evicted for it."""
+        """The open record for ``key``, opened now if needed, and the records evicted for it.
+
+        The route label is resolved here, once: from the metadata of the first event that
+        carries the request's kwargs. Inside the proxy that is the first upstream call (or the
+        failure hook), after every pre-call hook ran; ``group`` is the model group to use when
+        the metadata names none."""
         p = self._open.get(key)
         if p is not None:
             return p, []
@@ -439,20 +525,27 @@ class RoutemeterCallback(CustomLogger):
             oldest = self._open[next(iter(self._open))]
             self._forget_locked(oldest)
             evicted.append(oldest)
+        arrival = self._arrived.pop(key[1], None) if key[0] == "call" else None
+        call_type = kwargs.get("call_type")
+        requested: Any = None
+        if arrival is not None:
+            start, recorder, requested = arrival.start, arrival.recorder, arrival.requested
+            if arrival.call_type is not None:
+                call_type = arrival.call_type
         md = _metadata(kwargs)
-        group = group or _group(md)
-        call_type = call_type if call_type is not None else kwargs.get("call_type")
+        group = _group(md) or group or requested
         if call_type is None:
             operation = "chat"
         else:
             operation = _OPERATIONS.get(getattr(call_type, "value", call_type), OTHER)
         rec = Request((self._route_for(group, md), operation))
         rec.start = start
-        requested = group if group is not None else kwargs.get("model")
+        if requested is None:
+            requested = group if group is not None else kwargs.get("model")
         if isinstance(requested, str):
             rec.requested(requested)
         recorder.begin(rec)
-        p = _Open(key, rec, recorder)
+        p = _Open(key, rec, recorder, group)
         self._open[key] = p
         self._ensure_sweeper_locked()
         return p, evicted
@@ -538,6 +631,11 @@ class RoutemeterCallback(CustomLogger):
                     if _caching():
                         rec.cache(self._cache_name, False)
                     a.usage(response)
+                    served = a.response_model
+                    if served is not None and (served == rec.requested_model or served == p.group):
+                        # the LiteLLM proxy restamps an OpenAI-format response with the model
+                        # the client asked for before callbacks run: the deployment answered
+                        a.response_model = model
                     if first_chunk is not None and start <= first_chunk <= end:
                         a.chunk_marks = [first_chunk]
                         if rec.first_token is None:
@@ -568,12 +666,21 @@ class RoutemeterCallback(CustomLogger):
         if not isinstance(call_id, str) or not call_id:
             return
         self._watch_proxy()
+        evicted: list[_Open] = []
         with self._lock:
-            if call_id in self._done_calls:
+            if call_id in self._done_calls or call_id in self._arrived:
                 return
-            _, evicted = self._open_locked(
-                ("call", call_id), data, perf_counter(), recorder, call_type, _requested(data)
+            if ("call", call_id) in self._open:
+                return
+            while len(self._arrived) >= self._max_open:
+                oldest = next(iter(self._arrived))
+                p, more = self._open_locked(("call", oldest), {}, perf_counter(), recorder)
+                self._forget_locked(p)
+                evicted += [*more, p]
+            self._arrived[call_id] = _Arrival(
+                perf_counter(), recorder, call_type, _client_model(data)
             )
+            self._ensure_sweeper_locked()
         for old in evicted:
             self._commit(old, INCOMPLETE)
 
@@ -589,9 +696,7 @@ class RoutemeterCallback(CustomLogger):
         with self._lock:
             if call_id in self._done_calls:
                 return
-            p, evicted = self._open_locked(
-                ("call", call_id), data, now, recorder, None, _requested(data)
-            )
+            p, evicted = self._open_locked(("call", call_id), data, now, recorder, _requested(data))
             self._forget_locked(p)
             rec = p.rec
             if not rec.attempts and (p.refused or _refusal(exc)):
@@ -672,6 +777,15 @@ class RoutemeterCallback(CustomLogger):
                 next_at = when if next_at is None else min(next_at, when)
         for p, _ in due:
             self._forget_locked(p)
+        for call_id, arrival in list(self._arrived.items()):  # no upstream call ever started
+            idle_at = arrival.touched + self._idle_s
+            if idle_at <= now:
+                p, more = self._open_locked(("call", call_id), {}, now, arrival.recorder)
+                self._forget_locked(p)
+                due += [(old, INCOMPLETE) for old in more]
+                due.append((p, INCOMPLETE))
+            else:
+                next_at = idle_at if next_at is None else min(next_at, idle_at)
         return due, next_at
 
     # ---- router watching -------------------------------------------------------------------
@@ -686,7 +800,9 @@ class RoutemeterCallback(CustomLogger):
             self.watch(router)
 
     def _watch(self, router: Any) -> None:
-        self._routers.add(router)
+        with self._lock:
+            self._routers.add(router)
+            self._labels_by_group.clear()  # groups it does not serve are no labels from now on
         callback_ref = weakref.ref(self)
         cache = getattr(router, "cooldown_cache", None)
         add = getattr(cache, "add_deployment_to_cooldown", None)
@@ -730,7 +846,17 @@ class RoutemeterCallback(CustomLogger):
                 why = error_type_of(exc)
             else:
                 why = None
-            cooldown(target[0], target[1], why)
+            # LiteLLM's cooldowns expire by themselves: the gauge goes back to 1 with them
+            seconds = kwargs.get("cooldown_time", args[3] if len(args) > 3 else None)
+            if type(seconds) not in (int, float):
+                cache = getattr(router, "cooldown_cache", None)
+                seconds = getattr(cache, "default_cooldown_time", None)
+            cooldown(
+                target[0],
+                target[1],
+                why,
+                seconds=seconds if type(seconds) in (int, float) else None,
+            )
         except Exception as e:
             report("litellm cooldown", e)
 
@@ -744,9 +870,17 @@ def _watched(method: Any) -> bool:
 
 
 def _requested(data: Mapping[str, Any]) -> str | None:
-    """The model (group) a client asked the proxy for."""
+    """The model (group) of a proxy request as it stands (after the pre-call hooks that ran)."""
     model = data.get("model")
     return model if isinstance(model, str) and model else None
+
+
+def _client_model(data: Mapping[str, Any]) -> str | None:
+    """The model the client asked the proxy for: the proxy's snapshot of the request body,
+    taken before any pre-call hook could rewrite ``data["model"]``, else ``data["model"]``."""
+    body = _mapping(_mapping(data.get("proxy_server_request")).get("body"))
+    model = body.get("model")
+    return model if isinstance(model, str) and model else _requested(data)
 
 
 def _served(rec: Request) -> bool:
