@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import httpx
 
@@ -62,17 +64,31 @@ def test_otlp_exporter_pushes_the_run_to_a_collector(monkeypatch, capsys, tmp_pa
     assert sum(p["count"] for p in points) == json.loads(path.read_text())["answered"]
 
 
-def test_serve_mode_runs_until_sigterm():
-    """--serve answers until SIGTERM, then shuts down cleanly with status 0."""
+@contextlib.contextmanager
+def _demo(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """``routemeter demo`` in a child process, killed (by its id) if a test leaves it running."""
     proc = subprocess.Popen(
         [sys.executable, "-c", "import sys, routemeter.demo as d; sys.exit(d.cli(sys.argv[1:]))",
-         "--serve", "--port", "0", "--no-progress"],
+         *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
     try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_serve_mode_runs_until_sigterm():
+    """--serve answers until SIGTERM, then shuts down cleanly with status 0."""
+    with _demo("--serve", "--port", "0", "--no-progress") as proc:
         assert proc.stdout is not None
         deadline = time.monotonic() + _READY_TIMEOUT_S
         url = None
@@ -90,27 +106,12 @@ def test_serve_mode_runs_until_sigterm():
         assert "http_server_request_duration_seconds" in httpx.get(f"{url}/metrics").text
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
 
 
 def test_demo_without_duration_shows_the_dashboard_with_live_load_until_sigint():
     """Without --duration the demo prints the dashboard URL first, keeps the load going (the
     history grows while it runs) and ends on Ctrl-C with the summary and status 0."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys, routemeter.demo as d; sys.exit(d.cli(sys.argv[1:]))",
-         "--port", "0", "--rate", "30", "--no-progress"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    try:
+    with _demo("--port", "0", "--rate", "30", "--no-progress") as proc:
         assert proc.stdout is not None
         first = ""
         ready, _, _ = select.select([proc.stdout], [], [], _READY_TIMEOUT_S)
@@ -135,10 +136,3 @@ def test_demo_without_duration_shows_the_dashboard_with_live_load_until_sigint()
         out, _ = proc.communicate(timeout=20)
         assert proc.returncode == 0
         assert "answered of" in out
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()

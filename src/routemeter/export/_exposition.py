@@ -173,34 +173,7 @@ class _Family:
 
     def render(self, points: list[tuple[tuple[Any, ...], list[Any]]]) -> Iterator[str]:
         """The family's text in pieces of at most ``_PIECE`` points."""
-        union = frozenset().union(*(self.point_labels(key) for key, _ in points))
-        if union != self.union:
-            self.union = union
-            for key, (labels, _) in list(self.labels.items()):
-                self.labels[key] = (labels, None)
-        names = sorted(union)
-        out = [self.header]
-        append = out.append
-        sample = self.sample
-        for n, (key, state) in enumerate(points, 1):
-            if n % _PIECE == 0:
-                yield "".join(out)
-                out.clear()
-            labels, text = self.labels[key]
-            if text is None:
-                text = self._text(labels, names)
-                self.labels[key] = (labels, text)
-            if not self.histogram:
-                append(f"{sample}{text} {_number(saturate_int64(state[0]))}\n")
-                continue
-            plain, before, after = text
-            total = 0
-            for bound, count in zip(self.bounds, state[3:], strict=True):
-                total += count
-                append(f'{sample}_bucket{{{before}le="{bound}"{after}}} {_number(total)}\n')
-            append(f"{sample}_count{plain} {_number(total)}\n")
-            append(f"{sample}_sum{plain} {_number(state[0])}\n")
-        yield "".join(out)
+        return self._render(points, self.header, None)
 
     def render_openmetrics(
         self,
@@ -209,19 +182,21 @@ class _Family:
     ) -> Iterator[str]:
         """``render()`` in OpenMetrics: its own header, and each bucket's (or counter's) latest
         exemplar after the value, as prometheus_client's OpenMetrics writer puts it."""
-        if not exemplars:
-            pieces = self.render(points)
-            first = next(pieces)
-            yield self.om_header + first.removeprefix(self.header)
-            yield from pieces
-            return
+        return self._render(points, self.om_header, exemplars)
+
+    def _render(
+        self,
+        points: list[tuple[tuple[Any, ...], list[Any]]],
+        header: str,
+        exemplars: dict[tuple[Any, ...], dict[int, ExposedExemplar]] | None,
+    ) -> Iterator[str]:
         union = frozenset().union(*(self.point_labels(key) for key, _ in points))
         if union != self.union:
             self.union = union
             for key, (labels, _) in list(self.labels.items()):
                 self.labels[key] = (labels, None)
         names = sorted(union)
-        out = [self.om_header]
+        out = [header]
         append = out.append
         sample = self.sample
         for n, (key, state) in enumerate(points, 1):
@@ -232,16 +207,16 @@ class _Family:
             if text is None:
                 text = self._text(labels, names)
                 self.labels[key] = (labels, text)
-            found = exemplars.get(key, {})
+            found = exemplars.get(key) if exemplars else None
             if not self.histogram:
-                mark = _exemplar(found[0]) if self.counter and 0 in found else ""
+                mark = _exemplar(found[0]) if found and self.counter and 0 in found else ""
                 append(f"{sample}{text} {_number(saturate_int64(state[0]))}{mark}\n")
                 continue
             plain, before, after = text
             total = 0
             for slot, (bound, count) in enumerate(zip(self.bounds, state[3:], strict=True)):
                 total += count
-                mark = _exemplar(found[slot]) if slot in found else ""
+                mark = _exemplar(found[slot]) if found and slot in found else ""
                 append(f'{sample}_bucket{{{before}le="{bound}"{after}}} {_number(total)}{mark}\n')
             append(f"{sample}_count{plain} {_number(total)}\n")
             append(f"{sample}_sum{plain} {_number(state[0])}\n")

@@ -449,16 +449,28 @@ def _latency_fields(prefix: str, latency: Latency) -> dict[str, float | None]:
     }
 
 
-def _upstream_point(row: UpstreamStats) -> dict[str, Any]:
+def _point(
+    requests: int,
+    errors: int,
+    tokens: Mapping[str, int],
+    cost_usd: float,
+    duration: Latency,
+    first: Latency,
+) -> dict[str, Any]:
     return {
-        "requests": row.attempts,
-        "errors": row.errors,
-        "input_tokens": row.tokens.get("input", 0),
-        "output_tokens": row.tokens.get("output", 0),
-        "cost_usd": row.cost_usd,
-        **_latency_fields("", row.duration),
-        **_latency_fields("ttft_", row.time_to_first_chunk),
+        "requests": requests,
+        "errors": errors,
+        "input_tokens": tokens.get("input", 0),
+        "output_tokens": tokens.get("output", 0),
+        "cost_usd": cost_usd,
+        **_latency_fields("", duration),
+        **_latency_fields("ttft_", first),
     }
+
+
+def _upstream_point(u: UpstreamStats) -> dict[str, Any]:
+    """An upstream's attempts: what the provider saw and billed."""
+    return _point(u.attempts, u.errors, u.tokens, u.cost_usd, u.duration, u.time_to_first_chunk)
 
 
 _EMPTY_POINT: Final[dict[str, Any]] = {
@@ -477,15 +489,7 @@ _EMPTY_POINT: Final[dict[str, Any]] = {
 
 
 def _route_point(r: RouteStats) -> dict[str, Any]:
-    return {
-        "requests": r.requests,
-        "errors": r.errors,
-        "input_tokens": r.tokens.get("input", 0),
-        "output_tokens": r.tokens.get("output", 0),
-        "cost_usd": r.cost_usd,
-        **_latency_fields("", r.duration),
-        **_latency_fields("ttft_", r.time_to_first_token),
-    }
+    return _point(r.requests, r.errors, r.tokens, r.cost_usd, r.duration, r.time_to_first_token)
 
 
 _KEY_NAMES: Final = {"route": ("route",), "provider": ("provider",), "model": ("provider", "model")}

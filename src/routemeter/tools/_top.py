@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Final
 
@@ -149,6 +149,15 @@ def available(value: float | None) -> str:
     return "yes" if value >= 1 else "no"
 
 
+def _route_rows(stats: Stats, table: Table) -> Iterator[tuple[str, RouteStats]]:
+    """Each route's row, then (after a rule) every route together when there are several."""
+    for r in stats.routes:
+        yield r.route or "(none)", r
+    if len(stats.routes) > 1:
+        table.add_section()
+        yield "all", stats.total
+
+
 def _table() -> Table:
     return Table(
         box=box.SIMPLE_HEAD,
@@ -190,12 +199,7 @@ def routes_table(stats: Stats, rates: Stats | None = None, *, live: bool = False
     _numeric(table, *(["req/s"] if live else []), "reqs", "err%", "p50", "p95", "p99", "ttft")
     _numeric(table, "hit%", "USD")
     recent = {r.route: r.rate for r in (*rates.routes, rates.total)} if rates is not None else {}
-    rows = [(r.route or "(none)", r) for r in stats.routes]
-    if len(stats.routes) > 1:
-        rows.append(("all", stats.total))
-    for label, r in rows:
-        if r is stats.total:
-            table.add_section()
+    for label, r in _route_rows(stats, table):
         rate = [per_second(recent.get(r.route))] if live else []
         style = "bold" if r is stats.total else None
         table.add_row(label, *rate, *_route_cells(r), style=style)
@@ -215,12 +219,7 @@ def value_table(stats: Stats) -> RenderableType:
     table = _table()
     table.add_column("route", no_wrap=True, overflow="ellipsis", max_width=14)
     _numeric(table, "good%", "baseline", "saved", "saved%", "ovh p50", "ovh p95", "tries")
-    rows = [(r.route or "(none)", r) for r in stats.routes]
-    if len(stats.routes) > 1:
-        rows.append(("all", stats.total))
-    for label, r in rows:
-        if r is stats.total:
-            table.add_section()
+    for label, r in _route_rows(stats, table):
         share = None
         if r.savings_usd is not None and r.baseline_cost_usd > 0:
             share = r.savings_usd / r.baseline_cost_usd
