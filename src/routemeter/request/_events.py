@@ -8,7 +8,7 @@ from typing import Final
 
 from routemeter._report import report
 from routemeter.request import _sink
-from routemeter.request._record import _error_value
+from routemeter.request._record import error_value
 
 MAX_COUNT: Final = 1 << 32
 """Largest count or size change one event may report. Sums are exported as OTLP int64: a
@@ -34,7 +34,7 @@ def cooldown(
     recorder = _sink.active
     if recorder is not None:
         try:
-            error = error_type if error_type is None else _error_value(error_type)
+            error = error_type if error_type is None else error_value(error_type)
             recorder.cooldown(provider, model, error, _seconds(seconds))
         except Exception as e:
             report("cooldown", e)

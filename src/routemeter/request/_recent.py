@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from routemeter.request._record import Request
 
 MAX_ID_LENGTH: Final = 64
-_ID: Final = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+_ID: Final = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:-]{0,%d}" % (MAX_ID_LENGTH - 1))
 
 request_id: ContextVar[str | None] = ContextVar("routemeter_request_id", default=None)
 """The id of the HTTP request in flight in this context (the middleware sets it)."""

@@ -51,7 +51,8 @@ def error_type_of(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _error_value(error_type: object) -> str | None:
+def error_value(error_type: object) -> str | None:
+    """An ``error.type`` from what a caller gave: an exception, a status code or a string."""
     if isinstance(error_type, BaseException):
         return error_type_of(error_type)
     if type(error_type) is int:
@@ -202,7 +203,7 @@ class Attempt:
 
     def error(self, error_type: str | int | BaseException) -> None:
         """Mark a failure that did not raise (an error response, a 429 handled inline)."""
-        self.error_type = _error_value(error_type) or "_OTHER"
+        self.error_type = error_value(error_type) or "_OTHER"
 
     def chunk(self, chunk: Any = None) -> None:
         """Mark a streaming chunk received from upstream; a chunk carrying usage is read too."""
@@ -378,7 +379,7 @@ class Request:
 
     def error(self, error_type: str | int | BaseException) -> None:
         """Mark the request failed when the handler answers an error without raising."""
-        self.error_type = _error_value(error_type) or "_OTHER"
+        self.error_type = error_value(error_type) or "_OTHER"
 
     def rate_limited(self) -> None:
         """The router itself refused this request for rate limiting (and answered 429)."""
