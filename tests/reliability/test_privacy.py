@@ -1,6 +1,7 @@
 """Privacy: canary secrets a client sends (an API key, an email, its IP address, prompt text,
 a key-shaped model name, and its user agent, Host header and URL) never appear in what leaves
-the process, checked on real exports: the app's /metrics and the OTLP requests on the wire."""
+the process, checked on real exports: the app's /metrics, every page beside it (stats, history,
+recent requests, the dashboard) and the OTLP requests on the wire."""
 
 from __future__ import annotations
 
@@ -54,14 +55,16 @@ def requests() -> list[dict]:
         {"model": CLIENT_IP, "messages": messages, "api_key": API_KEY},
         {"model": PROMPT, "messages": messages},
     ]
+    # a request id is echoed and kept, unless it is key-, address- or email-shaped
+    ids = [API_KEY, CLIENT_IP, "203.0.113.77:443", "canary.user@example.com", KEY_MODEL]
     sent = [
         {
             "method": "POST",
             "url": "/v1/chat/completions?key=CANARYQUERY",
             "json": b,
-            "headers": headers,
+            "headers": {**headers, "x-request-id": request_id},
         }
-        for b in bodies
+        for b, request_id in zip(bodies, ids, strict=True)
     ]
     sent.append({"method": "GET", "url": f"{PATH}?token={API_KEY}", "headers": headers})
     return sent
@@ -86,6 +89,16 @@ async def test_canaries_never_leave_the_process():
                 r = await client.request(**request)
                 assert r.status_code in (200, 404)
             exposition = (await client.get("/metrics")).text
+            pages = {
+                page: (await client.get(f"/metrics/{page}")).text
+                for page in (
+                    "stats",
+                    "stats?window=1h",
+                    "history?window=1h&group_by=model",
+                    "requests/recent",
+                    "dashboard",
+                )
+            }
         routemeter.shutdown()  # flush OTLP
         payloads = [e.request for e in receiver.received]
     assert payloads, "nothing was exported over OTLP"
@@ -95,7 +108,10 @@ async def test_canaries_never_leave_the_process():
     for what, needles in CANARIES.items():
         for needle in needles:
             assert needle not in exposition, f"{what} in /metrics"
+            for page, text in pages.items():
+                assert needle not in text, f"{what} in /metrics/{page}"
             assert needle.encode() not in wire, f"{what} in an OTLP payload"
             assert needle not in decoded, f"{what} in a decoded OTLP payload"
     assert sum(v for _, v in served) == 5
+    assert pages["requests/recent"].count('"route"') == 5
     assert 'gen_ai_request_model="_OTHER"' in exposition

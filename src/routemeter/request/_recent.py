@@ -15,11 +15,18 @@ from contextvars import ContextVar
 from itertools import count
 from typing import TYPE_CHECKING, Final
 
+from routemeter.request._safe import acceptable
+
 if TYPE_CHECKING:
     from routemeter.request._record import Request
 
 MAX_ID_LENGTH: Final = 64
 _ID: Final = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._:-]{0,%d}" % (MAX_ID_LENGTH - 1))
+
+_NAMING: Final = re.compile(
+    r"[0-9a-f]{32,64}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE
+)
+"""What ``acceptable`` refuses as an attribute but a request id is made of: UUIDs, hex ids."""
 
 request_id: ContextVar[str | None] = ContextVar("routemeter_request_id", default=None)
 """The id of the HTTP request in flight in this context (the middleware sets it)."""
@@ -48,10 +55,14 @@ def new_id() -> str:
 
 def client_id(value: bytes) -> str | None:
     """A client's ``x-request-id`` when it is 1-64 characters of letters, digits and ``._:-``
-    (starting with a letter or digit); anything else is replaced by a generated id."""
+    (starting with a letter or digit) and not shaped like a key, a token or an address (UUIDs
+    and hex ids are fine: they name requests); ``None``: generate one instead."""
     if _ID.fullmatch(value) is None:
         return None
-    return value.decode("ascii")
+    text = value.decode("ascii")
+    if acceptable(text) or _NAMING.fullmatch(text) is not None:
+        return text
+    return None
 
 
 def configure(size: int) -> None:
