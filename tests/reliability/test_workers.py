@@ -219,3 +219,46 @@ def test_forked_child_of_a_standalone_server_warns_and_exits():
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stderr.count("setup() ran before this process was forked") == 2, result.stderr
+
+
+def test_workers_sharing_a_port_and_a_history_file_answer_for_the_whole_server(tmp_path):
+    """uvicorn --workers 2 on one port with ROUTEMETER_HISTORY_PATH: /metrics still refuses
+    (one worker's numbers), but the dashboard, the history and the recent requests answer from
+    the shared file, whichever worker is asked: every request of both workers, exactly."""
+    port = free_ports(1)
+    env = {
+        "OTEL_METRICS_EXPORTER": "prometheus",
+        "ROUTEMETER_PROMETHEUS_SERVER": "false",
+        "ROUTEMETER_HISTORY_PATH": str(tmp_path / "history.db"),
+        "ROUTEMETER_HISTORY_RETENTION": "1s:10m,1m:1h",
+    }
+    argv = uvicorn_argv("reliability.apps:small", port, "--workers", "2")
+    with running(argv, env, port) as server:
+
+        async def drive() -> tuple[Counter[int], list[str]]:
+            pids: Counter[int] = Counter()
+            ids: list[str] = []
+            async with client(server.url, 8) as http:
+                for _ in range(REQUESTS // 8):
+                    answers = await asyncio.gather(*(http.get("/work") for _ in range(8)))
+                    pids.update(r.json()["pid"] for r in answers)
+                    ids += [r.headers["x-request-id"] for r in answers]
+            return pids, ids
+
+        served, ids = asyncio.run(drive())
+        assert len(served) == 2, served
+        assert httpx.get(f"{server.url}/metrics", timeout=10).status_code == 503
+        deadline = time.monotonic() + 20
+        while True:  # each worker writes what it served at its next tick (every second)
+            doc = httpx.get(f"{server.url}/metrics/history?window=15m", timeout=10).json()
+            total = sum(sum(s["requests"]) for s in doc["series"])
+            if total == REQUESTS or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        page = httpx.get(f"{server.url}/metrics/dashboard", timeout=10)
+        found = [httpx.get(f"{server.url}/metrics/requests/{i}", timeout=10) for i in ids[-8:]]
+    assert total == REQUESTS
+    assert len(doc["instances"]) == 2
+    assert page.status_code == 200
+    assert [r.status_code for r in found] == [200] * 8
+    assert {r.json()["route"] for r in found} == {"default"}

@@ -81,7 +81,10 @@ def instrument_app(app: ASGIApp, *, metrics_path: str | None = None) -> ASGIApp:
                 and where.startswith(prefix)
                 and _pages.serves(where[len(prefix) :])
             ):
-                await _expose(pages, scope, receive, send, token, workers)
+                sub = where[len(prefix) :]
+                query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+                alone = None if _pages.whole_server(sub, query) else workers
+                await _expose(pages, scope, receive, send, token, alone)
                 return
         if kind == "lifespan":
             await _lifespan(app, scope, receive, send)
@@ -216,9 +219,10 @@ async def _expose(
     receive: Receive,
     send: Send,
     token: str | None,
-    workers: WorkerCheck,
+    workers: WorkerCheck | None,
 ) -> None:
-    """The mounted endpoint: the token when one is set, never one worker's numbers for all."""
+    """The mounted endpoint: the token when one is set, never one worker's numbers for all
+    (``workers`` is ``None`` for a page that answers for the whole server)."""
     if token is not None:
         header = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), None)
         if not authorized(header, token):
@@ -226,7 +230,9 @@ async def _expose(
             return
     else:
         _warn_if_exposed(scope)
-    shared = workers.workers or await asyncio.to_thread(workers.shared)
+    shared = None
+    if workers is not None:
+        shared = workers.workers or await asyncio.to_thread(workers.shared)
     if shared:
         body = shared_port_body(shared)
         warn_once("shared-port", "%s", body.decode().strip())

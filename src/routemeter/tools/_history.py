@@ -121,6 +121,9 @@ _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS steps (step_s INTEGER NOT NULL, start INTEGER NOT NULL,"
     " instance TEXT NOT NULL, ids BLOB NOT NULL, vals BLOB NOT NULL,"
     " PRIMARY KEY (step_s, start, instance)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS recent (id TEXT PRIMARY KEY, instance TEXT NOT NULL,"
+    " start REAL NOT NULL, summary TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS recent_start ON recent (start)",
 )
 
 
@@ -200,6 +203,35 @@ class SqliteStore:
             vals.frombytes(raw_vals)
             out.append((int(start), str(instance), (ids, vals)))
         return out
+
+    def put_recent(self, instance: str, summaries: list[dict[str, Any]], keep: int) -> None:
+        """Add finished requests' summaries; keep the ``keep`` newest of every process's."""
+        rows = [
+            (str(x["id"]), instance, float(x["start"]), json.dumps(x, separators=(",", ":")))
+            for x in summaries
+        ]
+        with self._lock, self._db:
+            self._db.executemany("INSERT OR REPLACE INTO recent VALUES (?, ?, ?, ?)", rows)
+            self._db.execute(
+                "DELETE FROM recent WHERE start < (SELECT min(start) FROM"
+                " (SELECT start FROM recent ORDER BY start DESC LIMIT ?))",
+                (keep,),
+            )
+
+    def recent(self, limit: int) -> list[dict[str, Any]]:
+        """The newest kept summaries of every process, newest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT summary FROM recent ORDER BY start DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [json.loads(row[0]) for row in rows]
+
+    def one(self, request_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT summary FROM recent WHERE id = ?", (request_id,)
+            ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
 
     def close(self) -> None:
         with self._lock:
@@ -592,8 +624,10 @@ class Sampler:
     """Ticks ``history`` at every boundary of its finest step until stopped; a failed tick is
     reported once per kind and the next one tries again."""
 
-    def __init__(self, history: History) -> None:
+    def __init__(self, history: History, also: Callable[[], None] | None = None) -> None:
         self.history = history
+        self.also = also
+        """Run after each tick in the same thread (the recent requests' flush to SQLite)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="routemeter-history", daemon=True)
 
@@ -607,19 +641,21 @@ class Sampler:
             wait = step - now % step + 0.05  # just past the boundary: the step has closed
             if self._stop.wait(wait):
                 return
-            try:
-                with no_gc_pauses():
-                    self.history.tick()
-            except Exception as e:
-                report("history", e)
+            self._tick()
+
+    def _tick(self) -> None:
+        try:
+            with no_gc_pauses():
+                self.history.tick()
+                if self.also is not None:
+                    self.also()
+        except Exception as e:
+            report("history", e)
 
     def stop(self) -> None:
         """Stop ticking; a last tick keeps what changed since the previous one."""
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(2.0)
-        try:
-            self.history.tick()
-        except Exception as e:
-            report("history", e)
+        self._tick()
         self.history.store.close()

@@ -88,6 +88,11 @@ class Pages:
         self.handle = handle
         self.history: History | None = None
         self.sampler: Sampler | None = None
+        self.shared: SqliteStore | None = None
+        """The SQLite file the worker processes of a server share, when there is one: then
+        the history-backed pages and the recent requests answer for the whole server."""
+        self._flushed: object = None
+        """The newest recent request written to ``shared`` (by identity)."""
         config = handle.config
         _recent.configure(config.recent_requests)
         try:
@@ -102,10 +107,41 @@ class Pages:
             except _otel_private.SdkChanged:
                 pass
         tiers = retention_tiers(config.history_retention)
-        store = SqliteStore(config.history_path) if config.history_path else MemoryStore(tiers)
+        store: SqliteStore | MemoryStore
+        if config.history_path:
+            store = self.shared = SqliteStore(config.history_path)
+        else:
+            store = MemoryStore(tiers)
         self.history = History(tiers, read_samples, instance, store)
-        self.sampler = Sampler(self.history)
+        self.sampler = Sampler(self.history, self._flush_recent if self.shared else None)
         self.sampler.start()
+
+    def _flush_recent(self) -> None:
+        """The sampler's thread: this process's requests finished since the last flush, into
+        the shared file, where every worker reads them."""
+        shared, history = self.shared, self.history
+        recorder = self.handle.recorder
+        if shared is None or history is None or recorder is None:
+            return
+        kept = _recent.latest(MAX_LIMIT)
+        fresh = []
+        for rec in kept:  # newest first
+            if rec is self._flushed:
+                break
+            fresh.append(rec)
+        if fresh:
+            self._flushed = fresh[0]
+            summaries = [recent_view.summary(r, recorder.bounds, recorder.prices) for r in fresh]
+            shared.put_recent(history.instance, summaries, self.handle.config.recent_requests)
+
+    def whole_server(self, subpath: str, query: Mapping[str, str]) -> bool:
+        """Whether this page answers for every worker process of the server (from the shared
+        file), so any worker may answer it when they share a port."""
+        if self.shared is None:
+            return False
+        if subpath == "stats":
+            return "window" in query
+        return subpath in ("dashboard", "history", "api/stats") or subpath.startswith("requests/")
 
     def stop(self) -> None:
         if self.sampler is not None:
@@ -171,11 +207,18 @@ class Pages:
     def _recent(self, query: Mapping[str, str]) -> Page:
         limit = _number(query, "limit", 50, 1, MAX_LIMIT)
         bounds, prices = self._limits()
-        return _json({"requests": recent_view.recent(limit, bounds, prices)})
+        mine = recent_view.recent(limit, bounds, prices)
+        if self.shared is not None:  # every worker's, and this one's not flushed yet
+            seen = {r["id"] for r in mine}
+            mine += [r for r in self.shared.recent(limit) if r["id"] not in seen]
+            mine.sort(key=lambda r: -float(r["start"]))
+        return _json({"requests": mine[:limit]})
 
     def _one(self, request_id: str) -> Page:
         bounds, prices = self._limits()
         found = recent_view.one(request_id, bounds, prices)
+        if found is None and self.shared is not None:
+            found = self.shared.one(request_id)
         if found is None:
             return _error(404, "not found: never kept, or evicted since")
         return _json(found)
@@ -238,3 +281,9 @@ def stop() -> None:
 
 def current() -> Pages | None:
     return _pages
+
+
+def whole_server(subpath: str, query: Mapping[str, str]) -> bool:
+    """``Pages.whole_server`` of the pages being served (``False`` when none are)."""
+    pages = _pages
+    return pages is not None and pages.whole_server(subpath, query)
