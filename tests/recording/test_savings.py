@@ -1,6 +1,7 @@
 """Savings, overhead, attempts, goodput, unpriced spend, waste, tenants and upstream rotation:
-exact against a ledger of three scripted requests, on both recorders, in OTLP data points and in
-the Prometheus text of /metrics."""
+exact against a ledger of three scripted requests, on both recorders: in-memory data points, the
+Prometheus text of /metrics, PromQL over a real Prometheus and the protobuf a real OTLP receiver
+decodes (gRPC and HTTP)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import routemeter
 from routemeter.export._setup import setup, shutdown
 from routemeter.request import _record
 from routemeter.testing import Capture, capture
+from support.otlp_receiver import OTLPReceiver
+from support.prometheus import PrometheusServer, require_prometheus
 
 RECORDERS = ("aggregate", "sdk")
 GPT_4O = (2.5e-06, 1e-05)
@@ -210,3 +213,65 @@ def test_prometheus_text_carries_the_ledger(recorder: str):
     assert sum(available.values()) == 2
     assert len(available) == 4
     assert "llm_router_prices_info{" in text
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+@pytest.mark.parametrize("recorder", RECORDERS)
+def test_a_real_prometheus_and_a_real_otlp_receiver_get_the_ledger(recorder: str, protocol: str):
+    """PromQL over a real Prometheus scrape and the decoded OTLP protobuf (over gRPC or HTTP)
+    give the ledger's savings, goodput, overhead, attempts, unpriced spend and rotation."""
+    require_prometheus()
+    shutdown()
+    with OTLPReceiver() as receiver:
+        endpoint = receiver.grpc_endpoint if protocol == "grpc" else receiver.http_metrics_url
+        handle = setup(
+            exporters="prometheus,otlp",
+            prometheus_port=0,
+            otlp_protocol=protocol,
+            otlp_endpoint=endpoint,
+            export_interval_ms=3_600_000,
+            recorder=recorder,
+            set_global=False,
+        )
+        try:
+            run_ledger()
+            assert handle.prometheus is not None
+            assert handle.prometheus.address is not None
+            host, port = handle.prometheus.address
+            with PrometheusServer([f"{host}:{port}"]) as prom:
+                prom.wait_for_scrape(1)
+                baseline = prom.scalar(
+                    'sum(llm_router_baseline_cost_usd_total{llm_router_route="think"})'
+                )
+                good = prom.scalar("sum(llm_router_requests_good_total)")
+                overhead = prom.scalar("sum(llm_router_overhead_duration_seconds_sum)")
+                attempts = prom.scalar("sum(llm_router_request_attempts_sum)")
+                unpriced = prom.scalar("count(llm_router_cost_unpriced_total)")
+                available = prom.scalar("sum(llm_router_upstream_available)")
+                rotation = prom.scalar("count(llm_router_upstream_available)")
+        finally:
+            shutdown()  # the OTLP reader's last export
+        sent = {
+            name: receiver.latest(name)
+            for name in (
+                "llm.router.baseline.cost.usd",
+                "llm.router.requests.good",
+                "llm.router.overhead.duration",
+                "llm.router.request.attempts",
+                "llm.router.cost.unpriced",
+                "llm.router.upstream.available",
+            )
+        }
+    assert math.isclose(baseline, BASELINE_R1, rel_tol=1e-12)
+    assert (good, overhead, attempts, unpriced, available, rotation) == (2, 1.25, 4, 2, 2, 4)
+    [think] = [
+        p for p in sent["llm.router.baseline.cost.usd"]
+        if p["attributes"]["llm.router.route"] == "think"
+    ]  # fmt: skip
+    assert math.isclose(think["value"], BASELINE_R1, rel_tol=1e-12)
+    assert sum(p["value"] for p in sent["llm.router.requests.good"]) == 2
+    assert sum(p["sum"] for p in sent["llm.router.overhead.duration"]) == 1.25
+    assert sum(p["sum"] for p in sent["llm.router.request.attempts"]) == 4
+    assert len(sent["llm.router.cost.unpriced"]) == 2
+    assert sorted(p["value"] for p in sent["llm.router.upstream.available"]) == [0, 0, 1, 1]
