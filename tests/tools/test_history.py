@@ -236,3 +236,25 @@ def test_an_answer_keeps_the_busiest_series_and_says_how_many_there_were():
     assert [s["route"] for s in doc["series"]] == ["think"]
     assert doc["series_total"] == 2
     assert sum(doc["total"]["requests"]) == 12
+
+
+def test_a_tick_just_past_a_boundary_files_its_changes_under_the_step_that_ended():
+    """Requests served between two ticks count in the step they happened in, not the next."""
+    routemeter.setup(exporters="prometheus", prometheus_server=False, set_global=False)
+    _pages.stop()
+    clock = [1_000_000.05]
+
+    def read() -> Samples:
+        return dataclasses.replace(read_samples(), at=clock[0])
+
+    tiers = ((10, 600),)
+    history = History(tiers, read, "test", MemoryStore(tiers))
+    history.tick()  # the sampler's first read
+    _drive()  # served during [1_000_000, 1_000_010)
+    clock[0] = 1_000_010.05
+    history.tick()
+    clock[0] = 1_000_012.0
+    doc = history.answer(600, "route")
+    by_start = dict(zip(doc["timestamps"], doc["total"]["requests"], strict=True))
+    assert by_start[1_000_000] == 12
+    assert by_start[1_000_010] == 0

@@ -292,10 +292,12 @@ class History:
         with self._lock:
             now = self.read()
             changes = self._since_last(now)
-            self._last = now
+            last, self._last = self._last, now
             if not changes:
                 return
-            at = int(now.at)
+            # the changes happened between the two reads: they go to the step holding the
+            # middle of that span (a tick just past a boundary: the step that just ended)
+            at = int(now.at if last is None else (last.at + now.at) / 2)
             for step, kept in self.tiers:
                 start = at - at % step
                 pending = self._pending.get(step)
