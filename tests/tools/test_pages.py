@@ -230,3 +230,35 @@ def test_request_ids_with_the_opentelemetry_middleware_too():
     assert kept.headers["x-request-id"] == "abc"
     assert found.status_code == 200
     assert found.json()["route"] == "think"
+
+
+def test_the_seeds_api_stats_answers_per_hour_model_and_tenant():
+    """/metrics/api/stats?period=&group_by= answers from the history: per hour, per model, and
+    per tenant for the seed's ``user`` (routemeter records tenants, never users)."""
+
+    @routemeter.route("tenanted")
+    async def tenanted(tenant: str) -> None:
+        rec = routemeter.current()
+        rec.tenant(tenant)
+        with rec.attempt("openai", "gpt-4o-mini") as a:
+            a.usage(input_tokens=4, output_tokens=2)
+
+    routemeter.setup(
+        exporters="prometheus", prometheus_server=False, set_global=False, tenants=["gold"]
+    )
+    with serve(_app()) as url, httpx.Client(base_url=url, timeout=10) as client:
+        _post(client, 3)
+        import asyncio
+
+        for tenant in ("gold", "gold", "bronze"):
+            asyncio.run(tenanted(tenant))
+        hours = client.get("/metrics/api/stats?period=1h&group_by=hour").json()
+        models = client.get("/metrics/api/stats?period=24h&group_by=model").json()
+        users = client.get("/metrics/api/stats?period=7d&group_by=user").json()
+        bad = client.get("/metrics/api/stats?period=2h")
+    assert sum(r["requests"] for r in hours["rows"]) == 6
+    assert [(r["provider"], r["model"], r["requests"]) for r in models["rows"]] == [
+        ("openai", "gpt-4o-mini", 6)
+    ]
+    assert {r["tenant"]: r["requests"] for r in users["rows"]} == {"gold": 2, "bronze": 1}
+    assert bad.status_code == 400

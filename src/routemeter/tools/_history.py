@@ -411,8 +411,22 @@ class History:
         return rows
 
     def grouped(self, window_s: int, group_by: str) -> list[dict[str, Any]]:
-        """The window's totals per route, provider or model."""
+        """The window's totals per route, provider, model or tenant."""
         snapshot = self.window_stats(window_s)
+        if group_by == "tenant":
+            return [
+                {
+                    "tenant": t.tenant,
+                    "requests": t.requests,
+                    "errors": t.errors,
+                    "input_tokens": t.tokens.get("input", 0),
+                    "output_tokens": t.tokens.get("output", 0),
+                    "cost_usd": t.cost_usd,
+                    "good": t.good,
+                    "savings_usd": t.savings_usd,
+                }
+                for t in snapshot.tenants
+            ]
         names = _KEY_NAMES["model" if group_by == "model" else group_by]
         return [
             {**dict(zip(names, key, strict=True)), **point}

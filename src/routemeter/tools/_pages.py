@@ -38,8 +38,9 @@ if TYPE_CHECKING:
 
 JSON: Final = "application/json"
 PERIODS: Final = ("1h", "6h", "24h", "7d", "30d")
-API_GROUPS: Final = ("hour", "day", "model", "route", "provider")
-"""The seed's ``user`` is not among them: routemeter never records who a user is."""
+API_GROUPS: Final = ("hour", "day", "model", "route", "provider", "tenant", "user")
+"""The seed's ``user`` answers per tenant (``rec.tenant()``): routemeter never records who an
+individual user is, only the team or plan an app names."""
 MAX_LIMIT: Final = 1000
 
 
@@ -233,7 +234,7 @@ class Pages:
             if group_by in ("hour", "day"):
                 rows = history.rollup(seconds, 3600 if group_by == "hour" else 86_400)
             else:
-                rows = history.grouped(seconds, group_by)
+                rows = history.grouped(seconds, "tenant" if group_by == "user" else group_by)
         return _json({"period": period, "group_by": group_by, "rows": rows})
 
 
