@@ -55,16 +55,25 @@ HEADROOM: Mapping[str, str] = {
 USAGE: Mapping[str, int] = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    stub: ClassVar[OpenAIStub]
+class JSONHandler(BaseHTTPRequestHandler):
+    """A quiet HTTP/1.1 handler of JSON requests, for the loopback upstream stubs."""
+
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def do_POST(self) -> None:
+    def json_body(self) -> dict[str, Any]:
         length = int(self.headers.get("content-length") or 0)
-        body = json.loads(self.rfile.read(length) or b"{}")
+        body: dict[str, Any] = json.loads(self.rfile.read(length) or b"{}")
+        return body
+
+
+class _Handler(JSONHandler):
+    stub: ClassVar[OpenAIStub]
+
+    def do_POST(self) -> None:
+        body = self.json_body()
         model = str(body.get("model", ""))
         self.stub.requests.append(model)
         if model.startswith("limited"):

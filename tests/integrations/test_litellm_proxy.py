@@ -27,7 +27,7 @@ import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,7 +37,7 @@ from routemeter.recording._pricing import Prices
 from routemeter.request._usage import Usage
 from routemeter.testing import Capture
 
-from .kit import require
+from .kit import JSONHandler, require
 
 litellm = require("litellm", "the routemeter[litellm] extra")
 with warnings.catch_warnings():
@@ -113,20 +113,15 @@ COST = "llm.router.cost.usd"
 FALLBACKS = "llm.router.fallbacks"
 
 
-class _Upstream(BaseHTTPRequestHandler):
+class _Upstream(JSONHandler):
     """OpenAI chat completions and Anthropic messages, streamed or not, and OpenAI responses;
     ``FAILING`` gets a 500.
     Every request is appended to the stub's ledger as (path, model, stream)."""
 
     served: ClassVar[list[tuple[str, str, bool]]]
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        body = json.loads(self.rfile.read(length) or b"{}")
+        body = self.json_body()
         model, stream = str(body.get("model", "")), bool(body.get("stream"))
         api = self.path.rsplit("/", 1)[-1]  # messages, completions or responses
         self.served.append((api, model, stream))
