@@ -211,7 +211,7 @@ def test_views_kept_for_closed_steps_answer_like_a_fresh_summary():
         return dataclasses.replace(read_samples(), at=clock[0])
 
     tiers = ((10, 600), (60, 3600))
-    history = History(tiers, read, "test", MemoryStore(tiers))
+    history = History(tiers, read, "test", MemoryStore(tiers), began=clock[0])
     for _ in range(30):  # 5 minutes of 10 s steps, each with traffic
         _drive()
         history.tick()
@@ -239,7 +239,8 @@ def test_an_answer_keeps_the_busiest_series_and_says_how_many_there_were():
 
 
 def test_a_tick_just_past_a_boundary_files_its_changes_under_the_step_that_ended():
-    """Requests served between two ticks count in the step they happened in, not the next."""
+    """Requests served between two ticks (or before the first) count in the step they
+    happened in, not the next."""
     routemeter.setup(exporters="prometheus", prometheus_server=False, set_global=False)
     _pages.stop()
     clock = [1_000_000.05]
@@ -248,13 +249,15 @@ def test_a_tick_just_past_a_boundary_files_its_changes_under_the_step_that_ended
         return dataclasses.replace(read_samples(), at=clock[0])
 
     tiers = ((10, 600),)
-    history = History(tiers, read, "test", MemoryStore(tiers))
-    history.tick()  # the sampler's first read
+    history = History(tiers, read, "test", MemoryStore(tiers), began=999_993.0)
+    _drive()  # served after set-up (999_993), before the first tick
+    history.tick()  # just past 1_000_000: the step that ended, [999_990, 1_000_000)
     _drive()  # served during [1_000_000, 1_000_010)
     clock[0] = 1_000_010.05
     history.tick()
     clock[0] = 1_000_012.0
     doc = history.answer(600, "route")
     by_start = dict(zip(doc["timestamps"], doc["total"]["requests"], strict=True))
+    assert by_start[999_990] == 12
     assert by_start[1_000_000] == 12
     assert by_start[1_000_010] == 0

@@ -269,12 +269,16 @@ class History:
         read: Callable[[], Samples],
         instance: str,
         store: Store,
+        began: float | None = None,
     ) -> None:
         self.tiers = tiers
         self.read = read
         self.instance = instance
         self.store = store
         self._last: Samples | None = None
+        self.began = time.time() if began is None else began
+        """When this history started (``read()``'s clock): the first tick's changes happened
+        since then."""
         self._pending: dict[int, _Pending] = {}
         self._views: dict[tuple[int, int, str], _View] = {}
         """Views of steps that can no longer change, oldest first."""
@@ -295,9 +299,10 @@ class History:
             last, self._last = self._last, now
             if not changes:
                 return
-            # the changes happened between the two reads: they go to the step holding the
-            # middle of that span (a tick just past a boundary: the step that just ended)
-            at = int(now.at if last is None else (last.at + now.at) / 2)
+            # the changes happened between the two reads (the first: since the history began):
+            # they go to the step holding the middle of that span, so a tick just past a
+            # boundary files them under the step that just ended
+            at = int(((self.began if last is None else last.at) + now.at) / 2)
             for step, kept in self.tiers:
                 start = at - at % step
                 pending = self._pending.get(step)
