@@ -47,3 +47,28 @@ def test_generated_ids_are_unique_and_plain():
     made = {_recent.new_id() for _ in range(1000)}
     assert len(made) == 1000
     assert all(_recent.client_id(i.encode()) == i for i in made)
+
+
+def test_a_kept_stream_keeps_one_chunk_mark_not_all():
+    """A finished stream in the recent ring keeps its first chunk's mark (its time to first
+    chunk), not every mark a recorder that needs each gap collected: the ring's memory stays
+    bounded by its length, not by stream lengths."""
+    import routemeter
+    from routemeter.testing import capture
+
+    @routemeter.route("stream")
+    def stream() -> None:
+        with routemeter.current().attempt("openai", "gpt-4o-mini") as a:
+            for _ in range(5_000):
+                a.chunk()
+
+    with capture(recorder="sdk"):
+        _recent.configure(10)
+        try:
+            stream()
+            [kept] = _recent.latest(1)
+            [attempt] = kept.attempts
+            assert attempt.chunk_marks is not None
+            assert len(attempt.chunk_marks) == 1
+        finally:
+            _recent.configure(0)

@@ -503,6 +503,10 @@ def finish(rec: Request, exc: BaseException | None = None) -> None:
         if kept is not None:
             if rec.id is None:
                 rec.id = _recent.new_id()
+            for a in rec.attempts:  # committed: a summary needs the first chunk's mark only
+                marks = a.chunk_marks
+                if marks is not None and len(marks) > 1:
+                    a.chunk_marks = marks[:1]
             kept.append(rec)
     except Exception as e:
         report("request commit", e)
