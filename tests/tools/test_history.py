@@ -261,3 +261,4 @@ def test_a_tick_just_past_a_boundary_files_its_changes_under_the_step_that_ended
     assert by_start[999_990] == 12
     assert by_start[1_000_000] == 12
     assert by_start[1_000_010] == 0
+    assert doc["at"] == 1_000_012.0  # the newest step holds what happened up to here

@@ -401,7 +401,9 @@ class History:
                 if start + step <= settled:
                     self._remember(key, view)
             views.append(view)
-        return _document(group_by, step, window.starts, views, window.instances, limit)
+        document = _document(group_by, step, window.starts, views, window.instances, limit)
+        document["at"] = window.now.at  # the last step holds what happened up to this moment
+        return document
 
     def rollup(self, window_s: int, bucket_s: int) -> list[dict[str, Any]]:
         """Every request over the window, per ``bucket_s`` (the seed's ``group_by=hour|day``)."""

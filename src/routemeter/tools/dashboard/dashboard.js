@@ -494,7 +494,8 @@
     setEmpty(box, emptyMessage);
     // what was drawn, per series (read by the browser tests; harmless to anyone else)
     box.dataset.points = String(timestamps.length);
-    box.dataset.sums = JSON.stringify(Object.fromEntries(series.map((s) => [s.label, sumOf(s.values)])));
+    // what each series adds up to: its counts when it draws rates of them
+    box.dataset.sums = JSON.stringify(Object.fromEntries(series.map((s) => [s.label, sumOf(s.counted || s.values)])));
   }
 
   const resizer = new ResizeObserver((entries) => {
@@ -518,13 +519,18 @@
 
   function renderRps(h) {
     const step = h.step_s || 1;
+    const ts = h.timestamps || [];
+    // the newest step is still filling: its rate is over the part that has passed
+    const last = ts.length - 1;
+    const spanOf = (i) => (i === last && isNum(h.at) ? Math.min(step, Math.max(1, h.at - ts[i])) : step);
     const outcomes = Object.entries(h.outcomes || {});
     outcomes.sort((a, b) => (a[0] === "ok" ? -1 : b[0] === "ok" ? 1 : sumOf(b[1]) - sumOf(a[1])));
     let errorIndex = 0;
     const series = outcomes.map(([name, values]) => ({
       label: name,
       color: outcomeColor(name, name === "ok" || name === "429" ? 0 : errorIndex++),
-      values: values.map((v) => (isNum(v) ? v / step : v)),
+      values: values.map((v, i) => (isNum(v) ? v / spanOf(i) : v)),
+      counted: values,
     }));
     const total = outcomes.reduce((a, [, values]) => a + sumOf(values), 0);
     drawChart("c-rps", h.timestamps, series, fmtRateAxis, total > 0 ? null : EMPTY);
