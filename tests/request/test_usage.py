@@ -876,9 +876,15 @@ _blocks = st.dictionaries(
 @settings(max_examples=400, deadline=None, database=None)
 @given(block=_blocks, model=st.one_of(st.none(), st.text(max_size=5), st.integers()))
 def test_the_dict_fast_path_reads_what_the_general_path_reads(block, model):
-    """A plain-dict response takes a shortcut; read through any other Mapping (the general
-    path) it gives the same usage and response model, whatever the values."""
+    """A plain-dict response takes a shortcut (in ``extract`` and in an attempt's first
+    ``usage()``); read through any other Mapping (the general path) it gives the same usage and
+    response model, whatever the values."""
     response = {"usage": block, "model": model}
     general = MappingProxyType({**response, "usage": MappingProxyType(block)})
     assert extract(response) == extract(general)
     assert response_model(response) == response_model(general)
+    fast, slow = Attempt("openai", "gpt-4o-mini"), Attempt("openai", "gpt-4o-mini")
+    fast.usage(response)
+    slow.usage(general)
+    assert (fast.used, fast.response_model) == (slow.used, slow.response_model)
+    assert type(fast.used) is Usage

@@ -35,7 +35,7 @@ from routemeter.integrations._http import (
     Scope,
     Send,
     request_id_of,
-    with_request_id,
+    response_start,
 )
 from routemeter.integrations._workers import WorkerCheck, shared_port_body
 from routemeter.recording import _otel_private
@@ -105,7 +105,7 @@ async def _with_request_id(app: ASGIApp, scope: Scope, receive: Receive, send: S
     async def send_with_id(message: Message) -> None:
         if message.get("type") == "http.response.start":
             try:
-                message = with_request_id(message, message.get("headers"), request_id)
+                message = response_start(message, request_id)[1]
             except Exception as e:
                 report("request id", e)
         await send(message)

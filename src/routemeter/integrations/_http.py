@@ -34,7 +34,6 @@ from typing import Any, Final
 from routemeter._report import report
 from routemeter.export import _setup
 from routemeter.recording._http import KNOWN_METHODS, Raw
-from routemeter.recording._recorder import Recorder
 from routemeter.recording._semconv import OTHER
 from routemeter.request import _recent
 
@@ -49,10 +48,12 @@ _clock: Callable[[], float] = perf_counter
 ``perf_counter``); the equivalence test gives both the same deterministic clock."""
 
 CAPTURE_ALL_METHODS: Final = "OTEL_PYTHON_INSTRUMENTATION_HTTP_CAPTURE_ALL_METHODS"
-_METHODS: Final = {m: m for m in KNOWN_METHODS}
+_METHODS: Final[dict[Any, str]] = {m: m for m in KNOWN_METHODS}
 """The fast path: a method already in its normal form."""
 _CONTENT_LENGTH: Final = b"content-length"
 _REQUEST_ID: Final = b"x-request-id"
+_STATUSES: Final = {code: (code, None) for code in range(100, 500)}
+"""The fast path of ``status_attributes``: statuses that are not errors."""
 
 
 class HttpMetrics:
@@ -88,28 +89,30 @@ class HttpMetrics:
         start = _clock()
         status: Any = None
         response_size: int | None = None
-        request_id = request_id_of(scope) if self.request_ids and _recent.ring is not None else None
-
-        async def measured_send(message: Message) -> None:
-            nonlocal status, response_size
-            if message.get("type") == "http.response.start":
-                try:
-                    status = message.get("status")
-                    headers = message.get("headers")
-                    response_size = content_length(headers)
-                    if request_id is not None:
-                        message = with_request_id(message, headers, request_id)
-                except Exception as e:
-                    report("http metrics", e)
-            await send(message)
-
+        request_id: str | None = None
         try:
-            method = normal_method(scope.get("method"), self.all_methods)
+            method = scope.get("method")
+            method = _METHODS.get(method) or normal_method(method, self.all_methods)
             scheme = scope.get("scheme") or None
+            request_size, request_id = request_headers(
+                scope.get("headers"), self.request_ids and _recent.ring is not None
+            )
         except Exception as e:
             report("http metrics", e)
             await self.app(scope, receive, send)
             return
+
+        def measured_send(message: Message) -> Awaitable[None]:
+            # a plain function returning the server's awaitable: no coroutine of its own
+            nonlocal status, response_size
+            if message.get("type") == "http.response.start":
+                try:
+                    status = message.get("status")
+                    response_size, message = response_start(message, request_id)
+                except Exception as e:
+                    report("http metrics", e)
+            return send(message)
+
         began = recorder.http_begin(method, scheme, measured_send)  # the closure: a token
         error: str | None = None
         current = None if request_id is None else _recent.request_id.set(request_id)
@@ -121,61 +124,75 @@ class HttpMetrics:
         finally:
             if current is not None:
                 _recent.request_id.reset(current)
-            _finish(
-                recorder, began, measured_send, scope, method, scheme, start, status,
-                response_size, error,
+            duration = 0.0
+            raw: Raw = (method, scheme, None, None, None, None)
+            try:
+                duration = _clock() - start
+                code, error_type = _STATUSES.get(status) or status_attributes(status)
+                if error is not None and error_type is None:
+                    error_type = error
+                version = scope.get("http_version") or None
+                raw = (method, scheme, version, code, route(scope), error_type)
+            except Exception as e:
+                report("http metrics", e)
+            recorder.http_end(
+                began, measured_send, raw, duration if duration > 0.0 else 0.0,
+                request_size, response_size,
             )  # fmt: skip
 
 
-def _finish(
-    recorder: Recorder,
-    began: Any,
-    token: object,
-    scope: Scope,
-    method: str | None,
-    scheme: str | None,
-    start: float,
-    status: Any,
-    response_size: int | None,
-    error: str | None,
-) -> None:
-    """The request's end (the response's status and size, the class of the app's exception),
-    recorded; never raises (a failure here still ends the request in flight)."""
-    duration = 0.0
-    request_size = None
-    raw: Raw = (method, scheme, None, None, None, None)
+def request_headers(headers: Iterable[Any] | None, want_id: bool) -> tuple[int | None, str | None]:
+    """One pass over a request's headers: its body size (the first ``content-length``) and,
+    when ``want_id``, its id (the client's ``x-request-id`` when a plain token, else a new one)."""
+    size: int | None = None
+    request_id: str | None = None
+    sized = False
+    named = not want_id
     try:
-        duration = _clock() - start
-        code, error_type = status_attributes(status)
-        if error is not None and error_type is None:
-            error_type = error
-        version = scope.get("http_version") or None
-        raw = (method, scheme, version, code, route(scope), error_type)
-        request_size = content_length(scope.get("headers"))
+        for name, value in headers or ():
+            n = len(name)
+            if n == 14 and not sized and name.lower() == _CONTENT_LENGTH:
+                size, sized = _size(value), True
+            elif n == 12 and not named and name.lower() == _REQUEST_ID:
+                request_id, named = _recent.client_id(value), True
     except Exception as e:
-        report("http metrics", e)
-    recorder.http_end(began, token, raw, max(duration, 0.0), request_size, response_size)
+        report("request id" if want_id else "http metrics", e)
+    if want_id and request_id is None:
+        request_id = _recent.new_id()
+    return size, request_id
+
+
+def response_start(message: Message, request_id: str | None) -> tuple[int | None, Message]:
+    """A response start's body size (its first ``content-length``) and the message to send:
+    with ``x-request-id`` added when there is an id and the app did not set its own."""
+    size: int | None = None
+    sized = False
+    named = request_id is None
+    headers = message.get("headers")
+    for name, value in headers or ():
+        n = len(name)
+        if n == 14 and not sized and name.lower() == _CONTENT_LENGTH:
+            size, sized = _size(value), True
+        elif n == 12 and not named and name.lower() == _REQUEST_ID:
+            named = True
+    if named or request_id is None:
+        return size, message
+    message = dict(message)
+    message["headers"] = [*(headers or ()), (_REQUEST_ID, request_id.encode("ascii"))]
+    return size, message
+
+
+def _size(value: Any) -> int | None:
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        return None
+    return size if size >= 0 else None
 
 
 def request_id_of(scope: Scope) -> str:
     """The request's id: its ``x-request-id`` when that is a plain token, else a new one."""
-    try:
-        for name, value in scope.get("headers") or ():
-            if len(name) == 12 and name.lower() == _REQUEST_ID:
-                return _recent.client_id(value) or _recent.new_id()
-    except Exception as e:
-        report("request id", e)
-    return _recent.new_id()
-
-
-def with_request_id(message: Message, headers: Any, request_id: str) -> Message:
-    """A response start with ``x-request-id`` added, unless the app set its own."""
-    listed = list(headers or ())
-    for name, _ in listed:
-        if len(name) == 12 and name.lower() == _REQUEST_ID:
-            return message
-    listed.append((_REQUEST_ID, request_id.encode("ascii")))
-    return {**message, "headers": listed}
+    return request_headers(scope.get("headers"), True)[1] or _recent.new_id()
 
 
 def normal_method(method: Any, all_methods: bool = False) -> str | None:

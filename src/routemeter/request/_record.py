@@ -172,6 +172,25 @@ class Attempt:
             ):  # the common case, checked inline: one report of two ints
                 self.used = _new_usage(Usage, (input_tokens, output_tokens, None, None, None))
                 return
+            if (
+                type(response) is dict
+                and self.used is EMPTY
+                and input_tokens is None
+                and output_tokens is None
+                and cache_read_tokens is None
+                and cache_creation_tokens is None
+                and reasoning_tokens is None
+            ):
+                block = response.get("usage")  # an OpenAI chat completion, read inline
+                found = _usage.openai_dict(block) if type(block) is dict else None
+                if found is not None:
+                    self.used = found
+                    if self.response_model is None:
+                        model = response.get("model")
+                        self.response_model = (
+                            model if type(model) is str else _usage.response_model(response)
+                        )
+                    return
             self._merge_usage(
                 response,
                 (

@@ -146,14 +146,18 @@ def from_usage_block(u: Any) -> Usage:
 _new_usage = tuple.__new__  # a Usage without the namedtuple's Python-level __new__
 
 
-def _openai_dict(u: dict[str, Any]) -> Usage | None:
+def openai_dict(u: dict[str, Any]) -> Usage | None:
     """``from_usage_block`` for the commonest block, an OpenAI chat ``usage`` dict whose details
     are dicts too, in plain dict lookups; ``None`` for any other shape (the general path then
     reads it; ``tests/request/test_usage.py`` holds both to the same answers)."""
-    prompt = tokens(u.get("prompt_tokens"))
+    prompt = u.get("prompt_tokens")
+    if type(prompt) is not int or not 0 <= prompt < MAX_TOKENS:  # tokens(), inlined
+        prompt = tokens(prompt)
     completion = u.get("completion_tokens")
     if prompt is None and completion is None:  # from_usage_block's test, exactly
         return None
+    if type(completion) is not int or not 0 <= completion < MAX_TOKENS:
+        completion = tokens(completion)
     details = u.get("prompt_tokens_details")
     finished = u.get("completion_tokens_details")
     if details is None:
@@ -175,7 +179,13 @@ def _openai_dict(u: dict[str, Any]) -> Usage | None:
         return None
     return _new_usage(
         Usage,
-        (prompt, tokens(completion), tokens(cached), tokens(writes), tokens(reasoning)),
+        (
+            prompt,
+            completion,
+            cached if cached is None else tokens(cached),
+            writes if writes is None else tokens(writes),
+            reasoning if reasoning is None else tokens(reasoning),
+        ),
     )
 
 
@@ -184,7 +194,7 @@ def extract(response: Any) -> Usage:
     if type(response) is dict:
         block = response.get("usage")
         if type(block) is dict:
-            found = _openai_dict(block)
+            found = openai_dict(block)
             if found is not None:
                 return found
     if response is None or isinstance(response, (str, bytes, int, float)):
