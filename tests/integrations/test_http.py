@@ -629,11 +629,51 @@ def test_method_and_status_rules_match_the_instrumentation(monkeypatch: pytest.M
         assert _http.status_attributes(status) == attributes, status
 
 
-def test_content_length_reads_the_first_header_only():
-    """The first content-length header counts; not a number or negative means no size."""
-    assert _http.content_length([(b"content-length", b"12"), (b"content-length", b"3")]) == 12
-    assert _http.content_length([(b"Content-Length", b" 7 ")]) == 7
-    assert _http.content_length([(b"content-length", b"x"), (b"content-length", b"3")]) is None
-    assert _http.content_length([(b"content-length", b"-1")]) is None
-    assert _http.content_length([(b"accept-charset", b"utf-8")]) is None
-    assert _http.content_length(None) is None
+def _sizes(headers: list[tuple[bytes, bytes]] | None) -> tuple[int | None, int | None]:
+    """A request's and a response's body size read from the same headers."""
+    request = _http.request_headers(headers, want_id=False)[0]
+    response = _http.response_start({"type": "http.response.start", "headers": headers}, None)[0]
+    return request, response
+
+
+def test_body_sizes_read_the_first_content_length_only():
+    """The first content-length header counts, in any case; not a number or negative: no size."""
+    assert _sizes([(b"content-length", b"12"), (b"content-length", b"3")]) == (12, 12)
+    assert _sizes([(b"Content-Length", b" 7 ")]) == (7, 7)
+    assert _sizes([(b"content-length", b"x"), (b"content-length", b"3")]) == (None, None)
+    assert _sizes([(b"content-length", b"-1")]) == (None, None)
+    assert _sizes([(b"accept-charset", b"utf-8")]) == (None, None)
+    assert _sizes(None) == (None, None)
+
+
+def test_the_request_id_is_the_clients_first_plain_one_or_new():
+    """One pass reads the request's size and id: the first x-request-id, when plain; else new."""
+    size, given = _http.request_headers(
+        [(b"X-Request-Id", b"req-1"), (b"content-length", b"5"), (b"x-request-id", b"req-2")],
+        want_id=True,
+    )
+    assert (size, given) == (5, "req-1")
+    _, made = _http.request_headers([(b"x-request-id", b"alice@example.com")], want_id=True)
+    assert made is not None
+    assert "@" not in made
+    assert _http.request_headers([(b"x-request-id", b"req-1")], want_id=False) == (None, None)
+
+
+def test_the_response_gets_the_id_unless_the_app_set_its_own():
+    """The id is added to a copy of the response start; an app's own id, in any case, is kept."""
+    headers = [(b"content-length", b"2")]
+    start = {"type": "http.response.start", "status": 200, "headers": headers}
+    size, sent = _http.response_start(start, "req-9")
+    assert size == 2
+    assert sent["headers"] == [(b"content-length", b"2"), (b"x-request-id", b"req-9")]
+    assert start["headers"] is headers
+    assert headers == [(b"content-length", b"2")]
+    own = {**start, "headers": [(b"X-Request-ID", b"mine")]}
+    assert _http.response_start(own, "req-9") == (None, own)
+    assert _http.response_start(start, None) == (2, start)
+
+
+def test_the_status_fast_path_answers_as_the_rules_do():
+    """Every status the lookup table answers gets the same attributes as the full rules."""
+    for status, attributes in _http._STATUSES.items():
+        assert _http.status_attributes(status) == attributes, status

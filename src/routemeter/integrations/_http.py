@@ -237,18 +237,3 @@ def route(scope: Scope) -> str | None:
     if path_format and type(path_format) is str:
         return f"{scope.get('root_path', '')}{path_format}"
     return None
-
-
-def content_length(headers: Iterable[Any] | None) -> int | None:
-    """The first ``content-length`` header as a size, or None (absent, not a number, or
-    negative: the SDK drops negative histogram values)."""
-    if not headers:
-        return None
-    for name, value in headers:
-        if len(name) == 14 and name.lower() == _CONTENT_LENGTH:
-            try:
-                size = int(value)
-            except (TypeError, ValueError):
-                return None
-            return size if size >= 0 else None
-    return None
