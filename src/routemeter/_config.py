@@ -294,8 +294,8 @@ SETTINGS: Final[tuple[Setting, ...]] = (
     Setting("prices_file", ("ROUTEMETER_PRICES_FILE",), None, _text,
             "JSON or TOML file of per-million-token prices that override or add models."),
     Setting("recent_requests", ("ROUTEMETER_RECENT_REQUESTS",), 200, _int_range(0, 10_000),
-            "Finished requests kept for the dashboard's recent-requests view (0: none);"
-            " summaries hold no prompt, completion, key or client address."),
+            "Finished requests kept for the dashboard's recent-requests view (0: none, and no"
+            " `x-request-id`); summaries hold no prompt, completion, key or client address."),
     Setting("history_retention", ("ROUTEMETER_HISTORY_RETENTION",),
             "10s:1h,1m:48h,1h:30d", _retention,
             "History tiers as `step:kept` pairs, each step a multiple of the one before:"
