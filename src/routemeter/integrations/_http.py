@@ -128,7 +128,8 @@ class HttpMetrics:
             raw: Raw = (method, scheme, None, None, None, None)
             try:
                 duration = _clock() - start
-                code, error_type = _STATUSES.get(status) or status_attributes(status)
+                found = _STATUSES.get(status) if type(status) is int else None
+                code, error_type = found or status_attributes(status)
                 if error is not None and error_type is None:
                     error_type = error
                 version = scope.get("http_version") or None
