@@ -143,19 +143,14 @@ class HttpMetrics:
 
 
 def request_headers(headers: Iterable[Any] | None, want_id: bool) -> tuple[int | None, str | None]:
-    """One pass over a request's headers: its body size (the first ``content-length``) and,
-    when ``want_id``, its id (the client's ``x-request-id`` when a plain token, else a new one)."""
+    """A request's body size and, when ``want_id``, its id: the client's ``x-request-id`` when
+    that is a plain token, else a new one."""
     size: int | None = None
     request_id: str | None = None
-    sized = False
-    named = not want_id
     try:
-        for name, value in headers or ():
-            n = len(name)
-            if n == 14 and not sized and name.lower() == _CONTENT_LENGTH:
-                size, sized = _size(value), True
-            elif n == 12 and not named and name.lower() == _REQUEST_ID:
-                request_id, named = _recent.client_id(value), True
+        size, given = _read(headers)
+        if want_id and given is not None:
+            request_id = _recent.client_id(given)
     except Exception as e:
         report("request id" if want_id else "http metrics", e)
     if want_id and request_id is None:
@@ -164,23 +159,30 @@ def request_headers(headers: Iterable[Any] | None, want_id: bool) -> tuple[int |
 
 
 def response_start(message: Message, request_id: str | None) -> tuple[int | None, Message]:
-    """A response start's body size (its first ``content-length``) and the message to send:
-    with ``x-request-id`` added when there is an id and the app did not set its own."""
-    size: int | None = None
-    sized = False
-    named = request_id is None
+    """A response start's body size and the message to send: with ``x-request-id`` added when
+    there is an id and the app did not set its own."""
     headers = message.get("headers")
-    for name, value in headers or ():
-        n = len(name)
-        if n == 14 and not sized and name.lower() == _CONTENT_LENGTH:
-            size, sized = _size(value), True
-        elif n == 12 and not named and name.lower() == _REQUEST_ID:
-            named = True
-    if named or request_id is None:
+    size, own = _read(headers)
+    if own is not None or request_id is None:
         return size, message
     message = dict(message)
     message["headers"] = [*(headers or ()), (_REQUEST_ID, request_id.encode("ascii"))]
     return size, message
+
+
+def _read(headers: Iterable[Any] | None) -> tuple[int | None, Any]:
+    """One pass over headers, names in any case: the first ``content-length`` as a size (None
+    when absent, not a number or negative) and the first ``x-request-id``'s raw value."""
+    size: int | None = None
+    found: Any = None
+    sized = False
+    for name, value in headers or ():
+        n = len(name)
+        if n == 14 and not sized and name.lower() == _CONTENT_LENGTH:
+            size, sized = _size(value), True
+        elif n == 12 and found is None and name.lower() == _REQUEST_ID:
+            found = value
+    return size, found
 
 
 def _size(value: Any) -> int | None:
