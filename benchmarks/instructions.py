@@ -5,10 +5,11 @@ Each contender runs twice in a fresh interpreter (hash seed fixed), with ``--war
 ``--warm + --count`` requests; the difference over ``--count`` is its cost per request.
 
 Then the end-to-end benchmark's three servers (``benchmarks.e2e``: bare, routemeter, full) run
-under callgrind with collection off; after ``--warm`` requests over HTTP, collection is switched
-on for ``--e2e-count`` requests (16 keep-alive connections, as ``wrk`` sends them): every
-instruction the server process spends on them, uvicorn and h11 included. Their ratio to bare is
-the CPU a router's requests cost without the noise of a shared machine's wall clock.
+under callgrind with collection off; after five times ``--warm`` requests over HTTP, collection
+is switched on for ``--e2e-count`` requests (16 keep-alive connections, as ``wrk`` sends
+them): every instruction the server process spends on them, uvicorn and h11 included. Their
+ratio to bare is the CPU a router's requests cost without the noise of a shared machine's wall
+clock.
 Run with ``python -m benchmarks.instructions`` (needs ``valgrind``; slow: about three minutes).
 """
 
