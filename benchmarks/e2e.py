@@ -216,6 +216,25 @@ def run_wrk(url: str, seconds: int, connections: int, cpu: int | None, script: s
     return Run(int(total.group(1)), float(total.group(2)) * scale, errors)
 
 
+def raw_request(path: str, netloc: str) -> bytes:
+    """The benchmark's POST as keep-alive HTTP/1.1 bytes."""
+    body = BODY.encode()
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {netloc}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+async def read_answer(reader: asyncio.StreamReader, timeout: float) -> bytes:
+    """One whole answer off the stream; its head (ValueError when it has no content-length)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=timeout)
+    length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+    if length is None:
+        raise ValueError("no content-length")
+    await reader.readexactly(int(length.group(1)))
+    return head
+
+
 async def _python_load(url: str, seconds: float, connections: int) -> dict[str, float]:
     """Keep-alive HTTP/1.1 POSTs on ``connections`` asyncio streams, one request in flight on
     each. Written on the streams rather than httpx: httpx's per-request overhead capped it at
@@ -224,11 +243,7 @@ async def _python_load(url: str, seconds: float, connections: int) -> dict[str, 
 
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    body = BODY.encode()
-    request = (
-        f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
+    request = raw_request(parts.path, parts.netloc)
     done = errors = 0
     start = time.perf_counter()
     deadline = start + seconds
@@ -243,11 +258,7 @@ async def _python_load(url: str, seconds: float, connections: int) -> dict[str, 
                 )
                 while time.perf_counter() < deadline:
                     writer.write(request)
-                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5.0)
-                    length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
-                    if length is None:
-                        raise ValueError("no content-length")
-                    await reader.readexactly(int(length.group(1)))
+                    head = await read_answer(reader, timeout=5.0)
                     done += 1
                     errors += not head.startswith(b"HTTP/1.1 200 ")
             except (OSError, ValueError, asyncio.IncompleteReadError, TimeoutError):

@@ -74,26 +74,18 @@ def _collected(contender: str, n: int) -> int:
 
 async def _load(port: int, total: int, connections: int = 16) -> None:
     """Exactly ``total`` keep-alive POSTs, spread over ``connections``, each answered in full."""
-    from benchmarks.e2e import BODY, PATH
+    from benchmarks.e2e import PATH, raw_request, read_answer
 
-    body = BODY.encode()
-    request = (
-        f"POST {PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
+    request = raw_request(PATH, f"127.0.0.1:{port}")
 
     async def connection(n: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             for _ in range(n):
                 writer.write(request)
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 120)
+                head = await read_answer(reader, timeout=120)
                 if not head.startswith(b"HTTP/1.1 200 "):
                     raise RuntimeError(f"the server answered {head[:40]!r}")
-                length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
-                if length is None:
-                    raise RuntimeError("an answer without content-length")
-                await reader.readexactly(int(length.group(1)))
         finally:
             writer.close()
 
