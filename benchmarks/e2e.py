@@ -2,17 +2,21 @@
 
 A minimal Starlette router (POST /v1/chat/completions: requested model, a timed routing
 decision, one attempt whose upstream is simulated in process with an OpenAI-shaped response
-and its usage) served by uvicorn in three conditions:
+and its usage) served by uvicorn in four conditions:
 
 - ``bare``: the same handler without the decorator, no routemeter set-up at all;
 - ``routemeter``: ``setup()`` and ``@routemeter.route`` only, no HTTP middleware;
-- ``full``: ``routemeter.instrument_app(app)`` too (HTTP server metrics, mounted /metrics).
+- ``full``: ``routemeter.instrument_app(app)`` too (HTTP server metrics, mounted /metrics);
+- ``floor``: ``full`` with metric recording switched off (``benchmarks._floor``): what the
+  decorator, the request API and the middleware cost before any metric is recorded, the part
+  no recorder could take away.
 
 Each server is a subprocess pinned to CPU 0; the load generator (``wrk`` when installed, else a
-Python one on asyncio streams) is pinned to CPU 1. Every round runs bare, full, routemeter back
-to back against the same long-lived servers, so load changes on a shared machine hit them alike;
-the figures to read are the medians over rounds of each round's ratio to bare: requests/s, and
-the server's CPU time per request (from /proc), which a neighbour taking CPU 0 moves much less.
+Python one on asyncio streams) is pinned to CPU 1. Every round runs bare, full, routemeter and
+floor back to back against the same long-lived servers, so load changes on a shared machine hit
+them alike; the figures to read are the medians over rounds of each round's ratio to bare:
+requests/s, and the server's CPU time per request (from /proc), which a neighbour taking CPU 0
+moves much less.
 
 Run with ``python -m benchmarks.e2e`` (``--rounds``, ``--duration``, ``--loadgen``).
 """
@@ -37,7 +41,7 @@ from collections.abc import Sequence
 from dataclasses import astuple, dataclass
 from typing import Any
 
-CONDITIONS = ("bare", "full", "routemeter")  # the order within each round
+CONDITIONS = ("bare", "full", "routemeter", "floor")  # the order within each round
 PATH = "/v1/chat/completions"
 BODY = json.dumps(
     {"model": "auto", "messages": [{"role": "user", "content": "Say hello in one word."}]}
@@ -108,7 +112,13 @@ def build_app(condition: str) -> Any:
         return JSONResponse(resp)
 
     app = Starlette(routes=[Route(PATH, completions, methods=["POST"])])
-    return routemeter.instrument_app(app) if condition == "full" else app
+    if condition == "routemeter":
+        return app
+    if condition == "floor":
+        from benchmarks._floor import switch_off
+
+        switch_off()  # for the server's whole life
+    return routemeter.instrument_app(app)
 
 
 def serve(condition: str) -> None:
@@ -448,7 +458,7 @@ def main() -> None:
                 if args.warmup > 0:
                     load(server, args.warmup)
             runs: dict[str, list[Run]] = {c: [] for c in CONDITIONS}
-            width = 3 * 11 - 1
+            width = len(CONDITIONS) * 11 - 1
             print(
                 f"\n{'':5} {'requests/s':^{width}} {'server CPU µs per request':^{width}}"
                 f" {'server CPU busy':^{width}}"
@@ -483,7 +493,7 @@ def main() -> None:
             if any(errors.values()):
                 print(f"errors (non-2xx or socket): {errors}")
             print()
-            for c in ("full", "routemeter"):
+            for c in ("full", "routemeter", "floor"):
                 pairs = list(zip(runs[c], runs["bare"], strict=True))
                 ratios = [r.rps / b.rps for r, b in pairs]
                 cpu_ratios = [r.cpu_us / b.cpu_us for r, b in pairs if b.cpu_us]
@@ -495,6 +505,10 @@ def main() -> None:
                         f" ({med_cpu[c] - med_cpu['bare']:+.0f} µs)"
                     )
                 print(line)
+            print(
+                "(floor: full with metric recording switched off, what the API and the middleware"
+                " cost before any metric is recorded)"
+            )
             print(
                 "(a server CPU busy well under 100% means neighbours took CPU 0 or the load"
                 " generator could not keep up: trust the CPU-per-request ratios more then)"

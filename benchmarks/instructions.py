@@ -4,7 +4,7 @@ machine's load, so the ratios here hold on a busy shared machine where wall-cloc
 Each contender runs twice in a fresh interpreter (hash seed fixed), with ``--warm`` and with
 ``--warm + --count`` requests; the difference over ``--count`` is its cost per request.
 
-Then the end-to-end benchmark's three servers (``benchmarks.e2e``: bare, routemeter, full) run
+Then the end-to-end benchmark's servers (``benchmarks.e2e``: bare, full, routemeter, floor) run
 under callgrind with collection off; after five times ``--warm`` requests over HTTP, collection
 is switched on for ``--e2e-count`` requests (16 keep-alive connections, as ``wrk`` sends
 them): every instruction the server process spends on them, uvicorn and h11 included. Their
@@ -135,7 +135,7 @@ def _e2e_collected(condition: str, warm: int, count: int) -> int:
 
 
 def end_to_end(warm: int, count: int) -> dict[str, float]:
-    """Instructions per request of each ``benchmarks.e2e`` server, all three at once."""
+    """Instructions per request of each ``benchmarks.e2e`` server, all at once."""
     from benchmarks.e2e import CONDITIONS
 
     with ThreadPoolExecutor(len(CONDITIONS)) as pool:

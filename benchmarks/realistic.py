@@ -1,13 +1,17 @@
 """The realistic per-request path, in process: an async handler on an event loop whose simulated
 upstream returns a provider response, with the usage read from that response.
 
-Three response shapes, each built fresh per request as a client library would: an OpenAI chat
-completion dict, an Anthropic message dict (cache fields included) and an object with
-attributes (a SimpleNamespace shaped like the openai SDK's ``ChatCompletion``). Contenders:
+Four response shapes, each built fresh per request as a client library would: an OpenAI chat
+completion dict, an Anthropic message dict (cache fields included), an object with attributes
+(a SimpleNamespace shaped like the openai SDK's ``ChatCompletion``) and the openai SDK's own
+``ChatCompletion`` (a pydantic model, what ``client.chat.completions.create`` returns).
+Contenders:
 
 - ``bare``: the handler alone (reads the model, awaits the upstream, returns its response);
 - ``routemeter``: ``@routemeter.route`` with ``requested``, ``decide``/``choose``, one
   ``attempt`` and ``a.usage(resp)``;
+- ``floor``: ``routemeter``'s handler with metric recording switched off (``benchmarks._floor``):
+  the decorator and the request API alone, what no recorder could take away;
 - ``raw OTel SDK``: the same facts straight onto SDK instruments, one call per measurement,
   with the token counts and the response model read from the response by hand (as in
   ``python -m benchmarks``' raw_sdk_request).
@@ -26,8 +30,11 @@ from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
+from openai.types.chat import ChatCompletion
+
 import routemeter
 from benchmarks.__main__ import raw_instruments
+from benchmarks._floor import recording_off
 from routemeter.testing import capture
 
 Upstream = Callable[[dict[str, Any]], Awaitable[Any]]
@@ -56,6 +63,10 @@ async def openai_dict(body: dict[str, Any]) -> Any:
             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
         },
     }
+
+
+async def openai_sdk(body: dict[str, Any]) -> Any:
+    return ChatCompletion.model_validate(await openai_dict(body))
 
 
 async def anthropic_dict(body: dict[str, Any]) -> Any:
@@ -128,6 +139,7 @@ SHAPES: dict[str, tuple[str, str, str, Upstream, Callable[[Any], tuple[int, int,
         openai_object,
         _object_tokens,
     ),
+    "openai SDK object": ("openai", "gpt-4o-mini", "api.openai.com", openai_sdk, _object_tokens),
 }
 # per-token prices, looked up once by the hand-written router: (input, output) USD per token
 PRICES = {"gpt-4o-mini": (0.15e-6, 0.6e-6), "claude-3-5-haiku-latest": (0.8e-6, 4e-6)}
@@ -228,19 +240,24 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     loop = asyncio.new_event_loop()
-    contenders = {
-        (shape, name): make(shape)
-        for shape in SHAPES
-        for name, make in (("bare", bare), ("routemeter", routed), ("raw OTel SDK", raw_sdk))
-    }
+    names = ("bare", "routemeter", "floor", "raw OTel SDK")
+    makers = {"bare": bare, "routemeter": routed, "floor": routed, "raw OTel SDK": raw_sdk}
+    contenders = {(shape, name): makers[name](shape) for shape in SHAPES for name in names}
     samples: dict[tuple[str, str], list[float]] = {key: [] for key in contenders}
+
+    def run(key: tuple[str, str], loops: int) -> float:
+        if key[1] != "floor":
+            return loop.run_until_complete(_batch(contenders[key], loops))
+        with recording_off():
+            return loop.run_until_complete(_batch(contenders[key], loops))
+
     try:
         with capture():
-            for handler in contenders.values():  # warm: first-seen attribute sets, prices
-                loop.run_until_complete(_batch(handler, 50))
+            for key in contenders:  # warm: first-seen attribute sets, prices
+                run(key, 50)
             for _ in range(args.repeats):  # round-robin, so load changes hit all alike
-                for key, handler in contenders.items():
-                    samples[key].append(loop.run_until_complete(_batch(handler, args.loops)))
+                for key in contenders:
+                    samples[key].append(run(key, args.loops))
     finally:
         loop.close()
     us = {key: statistics.median(s) for key, s in samples.items()}
@@ -249,13 +266,21 @@ def main() -> None:
         f" (median of {args.repeats} x {args.loops}):"
     )
     print(
-        f"{'response shape':20} {'bare µs':>8} {'routemeter µs':>14} {'raw SDK µs':>11}"
-        f" {'raw/routemeter':>15} {'added: raw/routemeter':>22}"
+        f"{'response shape':20} {'bare µs':>8} {'routemeter µs':>14} {'floor µs':>9}"
+        f" {'raw SDK µs':>11} {'raw/routemeter':>15} {'added: raw/routemeter':>22}"
+        f" {'raw/floor':>10}"
     )
     for shape in SHAPES:
-        b, r, s = (us[shape, n] for n in ("bare", "routemeter", "raw OTel SDK"))
-        print(f"{shape:20} {b:8.2f} {r:14.2f} {s:11.2f} {s / r:14.1f}x {(s - b) / (r - b):21.1f}x")
+        b, r, f, s = (us[shape, n] for n in names)
+        print(
+            f"{shape:20} {b:8.2f} {r:14.2f} {f:9.2f} {s:11.2f} {s / r:14.1f}x"
+            f" {(s - b) / (r - b):21.1f}x {s / f:9.1f}x"
+        )
     print("(added: what each adds to the bare handler, response building excluded)")
+    print(
+        "(floor: routemeter with metric recording switched off; raw/floor bounds what any"
+        " recorder could reach)"
+    )
 
 
 if __name__ == "__main__":

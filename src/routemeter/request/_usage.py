@@ -12,7 +12,8 @@ ConverseStream's ``metadata`` event (``{"metadata": {"usage": ...}}``).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from typing import Any, Final, NamedTuple
 
 MAX_TOKENS: Final = 1 << 53
@@ -30,13 +31,83 @@ EMPTY: Final = Usage()
 
 
 def _get(obj: Any, key: str) -> Any:
-    if type(obj) is dict:  # the common shape, without the ABC check below
+    """``obj.get(key)`` for a mapping, else ``getattr(obj, key, None)``, read the way ``obj``'s
+    type reads fastest (``_reader``)."""
+    if type(obj) is dict:
         return obj.get(key)
     if obj is None:
         return None
-    if isinstance(obj, Mapping):
-        return obj.get(key)
+    read = _readers.get(type(obj))
+    if read is None:
+        read = _reader(type(obj))
+    return read(obj, key)
+
+
+def _mapping_get(obj: Any, key: str) -> Any:
+    return obj.get(key)
+
+
+def _attribute_get(obj: Any, key: str) -> Any:
     return getattr(obj, key, None)
+
+
+def _pydantic_get(obj: Any, key: str) -> Any:
+    """``getattr(obj, key, None)`` for a pydantic v2 model, without the exception a missing
+    attribute costs there (about 2 µs, raised by its ``__getattr__``): what that lookup would
+    find, in the order it looks. A name the class itself has (a property, a method, a private
+    attribute) takes the real lookup."""
+    if key in obj.__dict__:  # a field: the real lookup finds it cheaply
+        return getattr(obj, key, None)
+    cls = type(obj)
+    on_class = _on_class.get((cls, key))
+    if on_class is None:
+        on_class = _class_has(cls, key)
+    if on_class:
+        return getattr(obj, key, None)
+    extra = getattr(obj, "__pydantic_extra__", None)
+    return extra.get(key) if extra else None
+
+
+_MAX_TYPES: Final = 1_000
+_readers: dict[type, Callable[[Any, str], Any]] = {}
+"""How each type seen is read (``_reader``), up to ``_MAX_TYPES`` types."""
+_on_class: dict[tuple[type, str], bool] = {}
+
+
+def _reader(cls: type) -> Callable[[Any, str], Any]:
+    """A mapping's ``get``; pydantic v2 models' fields and extras read directly (their type's
+    attribute lookup is pydantic's own); any other object's attributes."""
+    read: Callable[[Any, str], Any] = _attribute_get
+    if issubclass(cls, Mapping):
+        read = _mapping_get
+    elif _pydantic_model(cls):
+        read = _pydantic_get
+    if len(_readers) < _MAX_TYPES:
+        _readers[cls] = read
+    return read
+
+
+def _pydantic_model(cls: type) -> bool:
+    """A pydantic v2 model whose attribute lookup is pydantic's, unchanged (pydantic is never
+    imported here: a model's module has imported it)."""
+    main = sys.modules.get("pydantic.main")
+    base = getattr(main, "BaseModel", None)
+    return (
+        isinstance(base, type)
+        and issubclass(cls, base)
+        and getattr(cls, "__getattr__", None) is getattr(base, "__getattr__", None)
+        and cls.__getattribute__ is object.__getattribute__
+    )
+
+
+def _class_has(cls: type, key: str) -> bool:
+    try:
+        found = hasattr(cls, key) or key in (getattr(cls, "__private_attributes__", None) or {})
+    except Exception:  # a class whose lookup fails: always take the real lookup
+        found = True
+    if len(_on_class) < _MAX_TYPES:
+        _on_class[(cls, key)] = found
+    return found
 
 
 def tokens(value: Any) -> int | None:
@@ -189,6 +260,68 @@ def openai_dict(u: dict[str, Any]) -> Usage | None:
     )
 
 
+_OPENAI_NAMES: Final = frozenset(
+    {
+        "usage",
+        "model",
+        "prompt_tokens",
+        "completion_tokens",
+        "prompt_tokens_details",
+        "completion_tokens_details",
+        "cached_tokens",
+        "cache_creation_tokens",
+        "cache_write_tokens",
+        "cache_creation_input_tokens",
+        "reasoning_tokens",
+    }
+)
+"""Every name ``openai_dict`` and ``response_model`` read."""
+_plain: dict[type, bool] = {}
+
+
+def fields_of(obj: Any) -> dict[str, Any] | None:
+    """A pydantic v2 model's attributes as one dict (fields and extras) when reading it by the
+    names in ``_OPENAI_NAMES`` gives what reading its attributes gives (pydantic's own lookup,
+    none of those names on its class); ``None`` for anything else."""
+    cls = type(obj)
+    plain = _plain.get(cls)
+    if plain is None:
+        plain = _pydantic_model(cls) and not any(_class_has(cls, n) for n in _OPENAI_NAMES)
+        if len(_plain) < _MAX_TYPES:
+            _plain[cls] = plain
+    if not plain:
+        return None
+    extra = getattr(obj, "__pydantic_extra__", None)
+    return {**extra, **obj.__dict__} if extra else obj.__dict__
+
+
+def _as_dict(value: Any) -> dict[str, Any] | None:
+    return value if type(value) is dict else fields_of(value)
+
+
+def openai_model(response: Any) -> Usage | None:
+    """``openai_dict`` for a response that is a pydantic model (the openai SDK's, LiteLLM's),
+    its usage block and details models or dicts; ``None`` for any other shape."""
+    fields = fields_of(response)
+    block = None if fields is None else fields.get("usage")
+    u = None if block is None else _as_dict(block)
+    if u is None:
+        return None
+    details = u.get("prompt_tokens_details")
+    finished = u.get("completion_tokens_details")
+    if details is not None and type(details) is not dict:
+        details = fields_of(details)
+        if details is None:
+            return None
+    if finished is not None and type(finished) is not dict:
+        finished = fields_of(finished)
+        if finished is None:
+            return None
+    return openai_dict(
+        {**u, "prompt_tokens_details": details, "completion_tokens_details": finished}
+    )
+
+
 def extract(response: Any) -> Usage:
     """Usage carried by a response or a streaming event; ``EMPTY`` when it carries none."""
     if type(response) is dict:
@@ -197,6 +330,10 @@ def extract(response: Any) -> Usage:
             found = openai_dict(block)
             if found is not None:
                 return found
+    elif response is not None:
+        found = openai_model(response)
+        if found is not None:
+            return found
     if response is None or isinstance(response, (str, bytes, int, float)):
         return EMPTY
     block = _get(response, "usage")
