@@ -181,8 +181,10 @@ class Attempt:
                 and cache_creation_tokens is None
                 and reasoning_tokens is None
             ):
-                block = response.get("usage")  # an OpenAI chat completion, read inline
-                found = _usage.openai_dict(block) if type(block) is dict else None
+                block = response.get("usage")  # an OpenAI or Anthropic answer, read inline
+                found = None
+                if type(block) is dict:
+                    found = _usage.openai_dict(block) or _usage.anthropic_dict(block)
                 if found is not None:
                     self.used = found
                     if self.response_model is None:

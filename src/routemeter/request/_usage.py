@@ -260,6 +260,20 @@ def openai_dict(u: dict[str, Any]) -> Usage | None:
     )
 
 
+def anthropic_dict(u: dict[str, Any]) -> Usage | None:
+    """``from_usage_block`` for an Anthropic message's ``usage`` dict with its cache fields, in
+    plain dict lookups; ``None`` for any other shape (``tests/request/test_usage.py`` holds both
+    to the same answers)."""
+    if u.get("prompt_tokens") is not None or u.get("completion_tokens") is not None:
+        return None
+    read = tokens(u.get("cache_read_input_tokens"))
+    write = tokens(u.get("cache_creation_input_tokens"))
+    if read is None and write is None:
+        return None
+    total = tokens((tokens(u.get("input_tokens")) or 0) + (read or 0) + (write or 0))
+    return _new_usage(Usage, (total, tokens(u.get("output_tokens")), read, write, None))
+
+
 _OPENAI_NAMES: Final = frozenset(
     {
         "usage",
@@ -328,6 +342,8 @@ def extract(response: Any) -> Usage:
         block = response.get("usage")
         if type(block) is dict:
             found = openai_dict(block)
+            if found is None:
+                found = anthropic_dict(block)
             if found is not None:
                 return found
     elif response is not None:
