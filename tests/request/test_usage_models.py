@@ -3,6 +3,7 @@ pydantic's attribute lookup; each is pinned here to what that lookup gives."""
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import pytest
@@ -13,15 +14,15 @@ pydantic = pytest.importorskip("pydantic")
 
 from routemeter.request._record import Attempt  # noqa: E402
 from routemeter.request._usage import (  # noqa: E402
-    _OPENAI_NAMES,
+    _READ_NAMES,
     _get,
     extract,
     fields_of,
-    openai_model,
+    model_usage,
     response_model,
 )
 
-NAMES = sorted(_OPENAI_NAMES | {"input_tokens", "output_tokens", "other"})
+NAMES = sorted(_READ_NAMES | {"input_tokens", "output_tokens", "other"})
 
 
 class Allowing(pydantic.BaseModel):
@@ -70,7 +71,7 @@ def test_model_attributes_read_as_getattr_reads_them(model, data):
     fields = fields_of(obj)
     for name in NAMES:
         assert _get(obj, name) == getattr(obj, name, None)
-        if fields is not None and name in _OPENAI_NAMES:
+        if fields is not None and name in _READ_NAMES:
             assert fields.get(name) == getattr(obj, name, None)
 
 
@@ -136,11 +137,109 @@ def test_openai_sdk_responses_read_like_their_json(usage, model):
     assert extract(response) == extract(payload)
     assert response_model(response) == response_model(payload)
     if usage is not None:
-        assert openai_model(response) == extract(payload)
+        assert model_usage(response) == extract(payload)
     from_model, from_json = Attempt("openai", model), Attempt("openai", model)
     from_model.usage(response)
     from_json.usage(payload)
     assert (from_model.used, from_model.response_model) == (
         from_json.used,
         from_json.response_model,
+    )
+
+
+class Loose(pydantic.BaseModel):
+    """Every key an extra, as LiteLLM's and the SDKs' models keep fields they do not declare."""
+
+    model_config = pydantic.ConfigDict(extra="allow")
+
+
+class Declared(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="allow")
+    usage: Any = None
+    model: Any = None
+    prompt_tokens: Any = None
+    input_tokens: Any = None
+    cache_read_input_tokens: Any = None
+    prompt_tokens_details: Any = None
+
+
+def as_model(value: Any, declared: bool) -> Any:
+    """The same payload as pydantic models, its keys as extras or as declared fields."""
+    if isinstance(value, dict):
+        return (Declared if declared else Loose)(
+            **{k: as_model(v, declared) for k, v in value.items()}
+        )
+    return value
+
+
+_token = st.one_of(st.none(), st.integers(-3, 2**54), st.floats(0, 10), st.text(max_size=2))
+_anthropic_block = st.fixed_dictionaries(
+    {"input_tokens": _token, "output_tokens": _token},
+    optional={"cache_read_input_tokens": _token, "cache_creation_input_tokens": _token},
+)
+_openai_block = st.fixed_dictionaries(
+    {"prompt_tokens": _token, "completion_tokens": _token},
+    optional={
+        "total_tokens": _token,
+        "cache_creation_input_tokens": _token,
+        "prompt_tokens_details": st.none()
+        | st.dictionaries(
+            st.sampled_from(["cached_tokens", "cache_creation_tokens", "cache_write_tokens"]),
+            _token,
+        ),
+        "completion_tokens_details": st.none()
+        | st.dictionaries(st.just("reasoning_tokens"), _token),
+    },
+)
+_block = (
+    _anthropic_block
+    | _openai_block
+    | st.dictionaries(
+        st.sampled_from(
+            [
+                "prompt_tokens",
+                "completion_tokens",
+                "input_tokens",
+                "output_tokens",
+                "cache_read_input_tokens",
+                "cache_creation_input_tokens",
+            ]
+        ),
+        _token,
+    )
+)
+_payloads = st.builds(
+    lambda block, model, nested: (
+        {"message": {"usage": block, "model": model}}
+        if nested
+        else {"usage": block, "model": model}
+    ),
+    _block,
+    st.one_of(st.none(), st.text(max_size=4)),
+    st.booleans(),
+)
+
+
+def as_proxy(value: Any) -> Any:
+    """The same payload as read-only mappings: ``extract`` reads those by its general path."""
+    if isinstance(value, dict):
+        return MappingProxyType({k: as_proxy(v) for k, v in value.items()})
+    return value
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(payload=_payloads, declared=st.booleans())
+def test_model_trees_read_as_the_general_path_reads(payload, declared):
+    """A response made of pydantic models, keys as extras or declared fields, gives the usage
+    and response model the general path gives for the same payload, from ``extract`` and from
+    an attempt's first ``usage()``."""
+    response, general = as_model(payload, declared), as_proxy(payload)
+    assert extract(response) == extract(general)
+    assert response_model(response) == response_model(general)
+    from_model, from_general = Attempt("anthropic", "m"), Attempt("anthropic", "m")
+    from_model.usage(response)
+    from_general.usage(general)
+    assert (from_model.used, from_model.response_model) == (
+        from_general.used,
+        from_general.response_model,
     )

@@ -274,10 +274,13 @@ def anthropic_dict(u: dict[str, Any]) -> Usage | None:
     return _new_usage(Usage, (total, tokens(u.get("output_tokens")), read, write, None))
 
 
-_OPENAI_NAMES: Final = frozenset(
+_READ_NAMES: Final = frozenset(
     {
         "usage",
         "model",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_input_tokens",
         "prompt_tokens",
         "completion_tokens",
         "prompt_tokens_details",
@@ -289,18 +292,18 @@ _OPENAI_NAMES: Final = frozenset(
         "reasoning_tokens",
     }
 )
-"""Every name ``openai_dict`` and ``response_model`` read."""
+"""Every name ``openai_dict``, ``anthropic_dict`` and ``response_model`` read."""
 _plain: dict[type, bool] = {}
 
 
 def fields_of(obj: Any) -> dict[str, Any] | None:
     """A pydantic v2 model's attributes as one dict (fields and extras) when reading it by the
-    names in ``_OPENAI_NAMES`` gives what reading its attributes gives (pydantic's own lookup,
+    names in ``_READ_NAMES`` gives what reading its attributes gives (pydantic's own lookup,
     none of those names on its class); ``None`` for anything else."""
     cls = type(obj)
     plain = _plain.get(cls)
     if plain is None:
-        plain = _pydantic_model(cls) and not any(_class_has(cls, n) for n in _OPENAI_NAMES)
+        plain = _pydantic_model(cls) and not any(_class_has(cls, n) for n in _READ_NAMES)
         if len(_plain) < _MAX_TYPES:
             _plain[cls] = plain
     if not plain:
@@ -313,9 +316,10 @@ def _as_dict(value: Any) -> dict[str, Any] | None:
     return value if type(value) is dict else fields_of(value)
 
 
-def openai_model(response: Any) -> Usage | None:
-    """``openai_dict`` for a response that is a pydantic model (the openai SDK's, LiteLLM's),
-    its usage block and details models or dicts; ``None`` for any other shape."""
+def model_usage(response: Any) -> Usage | None:
+    """``openai_dict`` or ``anthropic_dict`` for a response that is a pydantic model (the openai
+    and anthropic SDKs', LiteLLM's), its usage block and details models or dicts; ``None`` for
+    any other shape."""
     fields = fields_of(response)
     block = None if fields is None else fields.get("usage")
     u = None if block is None else _as_dict(block)
@@ -331,9 +335,8 @@ def openai_model(response: Any) -> Usage | None:
         finished = fields_of(finished)
         if finished is None:
             return None
-    return openai_dict(
-        {**u, "prompt_tokens_details": details, "completion_tokens_details": finished}
-    )
+    block = {**u, "prompt_tokens_details": details, "completion_tokens_details": finished}
+    return openai_dict(block) or anthropic_dict(block)
 
 
 def extract(response: Any) -> Usage:
@@ -347,7 +350,7 @@ def extract(response: Any) -> Usage:
             if found is not None:
                 return found
     elif response is not None:
-        found = openai_model(response)
+        found = model_usage(response)
         if found is not None:
             return found
     if response is None or isinstance(response, (str, bytes, int, float)):
