@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
-from openai.types.chat import ChatCompletion
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 import routemeter
 from benchmarks.__main__ import raw_instruments
@@ -226,6 +226,50 @@ def raw_sdk(shape: str) -> Handler:
     return handler
 
 
+STREAM_CHUNKS = 100
+
+
+def chunk_kinds() -> dict[str, Any]:
+    """One streamed chunk per kind, as a client library hands them over: none (``a.chunk()``),
+    an OpenAI chat chunk as a dict, the openai SDK's ``ChatCompletionChunk``."""
+    raw = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": 1767225600,
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "delta": {"content": "Hel"}, "finish_reason": None}],
+    }
+    return {"no object": None, "dict": raw, "openai SDK": ChatCompletionChunk.model_validate(raw)}
+
+
+def streamed(kind: str, chunk: Any) -> Handler:
+    """A routed request relaying a stream of ``STREAM_CHUNKS`` upstream chunks; ``bare``: the
+    same loop unrouted."""
+    chunks = [chunk] * STREAM_CHUNKS
+
+    if kind == "bare":
+
+        async def bare_handler(body: dict[str, Any]) -> Any:
+            n = 0
+            for _ in chunks:
+                n += 1
+            return n
+
+        return bare_handler
+
+    @routemeter.route("stream")
+    async def handler(body: dict[str, Any]) -> Any:
+        with routemeter.current().attempt("openai", "gpt-4o-mini") as a:
+            for c in chunks:
+                if c is None:
+                    a.chunk()
+                else:
+                    a.chunk(c)
+        return None
+
+    return handler
+
+
 async def _batch(handler: Handler, loops: int) -> float:
     body = BODY
     start = time.perf_counter()
@@ -243,6 +287,10 @@ def main() -> None:
     names = ("bare", "routemeter", "floor", "raw OTel SDK")
     makers = {"bare": bare, "routemeter": routed, "floor": routed, "raw OTel SDK": raw_sdk}
     contenders = {(shape, name): makers[name](shape) for shape in SHAPES for name in names}
+    kinds = chunk_kinds()
+    for kind, chunk in kinds.items():
+        contenders[("stream", kind)] = streamed(kind, chunk)
+    contenders[("stream", "bare")] = streamed("bare", None)
     samples: dict[tuple[str, str], list[float]] = {key: [] for key in contenders}
 
     def run(key: tuple[str, str], loops: int) -> float:
@@ -281,6 +329,11 @@ def main() -> None:
         "(floor: routemeter with metric recording switched off; raw/floor bounds what any"
         " recorder could reach)"
     )
+    print(f"\nper streamed chunk, a routed request relaying {STREAM_CHUNKS} chunks:")
+    bare_loop = us["stream", "bare"]
+    for kind in kinds:
+        per = (us["stream", kind] - bare_loop) / STREAM_CHUNKS
+        print(f"  a.chunk({'' if kind == 'no object' else kind + ' chunk'}): {per:.2f} µs")
 
 
 if __name__ == "__main__":

@@ -137,7 +137,7 @@ def test_openai_sdk_responses_read_like_their_json(usage, model):
     assert extract(response) == extract(payload)
     assert response_model(response) == response_model(payload)
     if usage is not None:
-        assert model_usage(response) == extract(payload)
+        assert model_usage(fields_of(response)) == extract(payload)
     from_model, from_json = Attempt("openai", model), Attempt("openai", model)
     from_model.usage(response)
     from_json.usage(payload)
@@ -209,14 +209,20 @@ _block = (
     )
 )
 _payloads = st.builds(
-    lambda block, model, nested: (
-        {"message": {"usage": block, "model": model}}
-        if nested
-        else {"usage": block, "model": model}
+    lambda block, model, carrier: (
+        {"model": model, "choices": []}
+        if carrier is None
+        else {"message": {"usage": block, "model": model}}
+        if carrier == "message"
+        else {carrier: {"usage": block}, "model": model}
+        if carrier in ("response", "metadata")
+        else {carrier: block, "model": model}
     ),
     _block,
     st.one_of(st.none(), st.text(max_size=4)),
-    st.booleans(),
+    st.sampled_from(
+        [None, "usage", "usage", "usage", "message", "usageMetadata", "response", "metadata"]
+    ),
 )
 
 
@@ -230,11 +236,12 @@ def as_proxy(value: Any) -> Any:
 @settings(max_examples=400, deadline=None, database=None)
 @given(payload=_payloads, declared=st.booleans())
 def test_model_trees_read_as_the_general_path_reads(payload, declared):
-    """A response made of pydantic models, keys as extras or declared fields, gives the usage
-    and response model the general path gives for the same payload, from ``extract`` and from
-    an attempt's first ``usage()``."""
+    """A response made of pydantic models, keys as extras or declared fields, or of plain dicts
+    gives the usage and response model the general path gives for the same payload, from
+    ``extract`` and from an attempt's first ``usage()``."""
     response, general = as_model(payload, declared), as_proxy(payload)
     assert extract(response) == extract(general)
+    assert extract(payload) == extract(general)
     assert response_model(response) == response_model(general)
     from_model, from_general = Attempt("anthropic", "m"), Attempt("anthropic", "m")
     from_model.usage(response)

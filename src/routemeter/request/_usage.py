@@ -274,9 +274,11 @@ def anthropic_dict(u: dict[str, Any]) -> Usage | None:
     return _new_usage(Usage, (total, tokens(u.get("output_tokens")), read, write, None))
 
 
+_CARRIERS: Final = ("usage", "message", "usageMetadata", "usage_metadata", "response", "metadata")
+"""Where ``extract`` looks for a usage block in a response or streaming event."""
 _READ_NAMES: Final = frozenset(
     {
-        "usage",
+        *_CARRIERS,
         "model",
         "input_tokens",
         "output_tokens",
@@ -292,7 +294,8 @@ _READ_NAMES: Final = frozenset(
         "reasoning_tokens",
     }
 )
-"""Every name ``openai_dict``, ``anthropic_dict`` and ``response_model`` read."""
+"""Every name ``extract``'s carriers, ``openai_dict``, ``anthropic_dict`` and ``response_model``
+read."""
 _plain: dict[type, bool] = {}
 
 
@@ -312,17 +315,31 @@ def fields_of(obj: Any) -> dict[str, Any] | None:
     return {**extra, **obj.__dict__} if extra else obj.__dict__
 
 
+def _carries_nothing(fields: dict[str, Any]) -> bool:
+    """No usage block where ``extract`` looks, ``usage`` aside (the caller found none there)."""
+    get = fields.get
+    return (
+        get("message") is None
+        and get("usageMetadata") is None
+        and get("usage_metadata") is None
+        and get("response") is None
+        and get("metadata") is None
+    )
+
+
 def _as_dict(value: Any) -> dict[str, Any] | None:
     return value if type(value) is dict else fields_of(value)
 
 
-def model_usage(response: Any) -> Usage | None:
+def model_usage(fields: dict[str, Any]) -> Usage | None:
     """``openai_dict`` or ``anthropic_dict`` for a response that is a pydantic model (the openai
-    and anthropic SDKs', LiteLLM's), its usage block and details models or dicts; ``None`` for
-    any other shape."""
-    fields = fields_of(response)
-    block = None if fields is None else fields.get("usage")
-    u = None if block is None else _as_dict(block)
+    and anthropic SDKs', LiteLLM's; ``fields``: ``fields_of(response)``), its usage block and
+    details models or dicts; ``EMPTY`` when it carries no usage block anywhere ``extract`` looks
+    (a streaming chunk's usual case); ``None`` for any other shape."""
+    block = fields.get("usage")
+    if block is None:
+        return EMPTY if _carries_nothing(fields) else None
+    u = _as_dict(block)
     if u is None:
         return None
     details = u.get("prompt_tokens_details")
@@ -349,10 +366,14 @@ def extract(response: Any) -> Usage:
                 found = anthropic_dict(block)
             if found is not None:
                 return found
+        elif block is None and _carries_nothing(response):
+            return EMPTY  # a streaming chunk's usual case
     elif response is not None:
-        found = model_usage(response)
-        if found is not None:
-            return found
+        fields = fields_of(response)
+        if fields is not None:
+            found = model_usage(fields)
+            if found is not None:
+                return found
     if response is None or isinstance(response, (str, bytes, int, float)):
         return EMPTY
     block = _get(response, "usage")
