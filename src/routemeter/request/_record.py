@@ -182,9 +182,7 @@ class Attempt:
                 and reasoning_tokens is None
             ):
                 block = response.get("usage")  # an OpenAI or Anthropic answer, read inline
-                found = None
-                if type(block) is dict:
-                    found = _usage.openai_dict(block) or _usage.anthropic_dict(block)
+                found = _usage.dict_usage(block) if type(block) is dict else None
                 if found is not None:
                     self.used = found
                     if self.response_model is None:

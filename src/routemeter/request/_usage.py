@@ -274,6 +274,12 @@ def anthropic_dict(u: dict[str, Any]) -> Usage | None:
     return _new_usage(Usage, (total, tokens(u.get("output_tokens")), read, write, None))
 
 
+def dict_usage(u: dict[str, Any]) -> Usage | None:
+    """A usage dict read by the shortcut its shape has (OpenAI chat, Anthropic message); ``None``
+    when neither fits and the general path must read it."""
+    return openai_dict(u) or anthropic_dict(u)
+
+
 _CARRIERS: Final = ("usage", "message", "usageMetadata", "usage_metadata", "response", "metadata")
 """Where ``extract`` looks for a usage block in a response or streaming event."""
 _READ_NAMES: Final = frozenset(
@@ -353,7 +359,7 @@ def model_usage(fields: dict[str, Any]) -> Usage | None:
         if finished is None:
             return None
     block = {**u, "prompt_tokens_details": details, "completion_tokens_details": finished}
-    return openai_dict(block) or anthropic_dict(block)
+    return dict_usage(block)
 
 
 def extract(response: Any) -> Usage:
@@ -361,9 +367,7 @@ def extract(response: Any) -> Usage:
     if type(response) is dict:
         block = response.get("usage")
         if type(block) is dict:
-            found = openai_dict(block)
-            if found is None:
-                found = anthropic_dict(block)
+            found = dict_usage(block)
             if found is not None:
                 return found
         elif block is None and _carries_nothing(response):
